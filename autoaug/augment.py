@@ -1,0 +1,123 @@
+"""A policy as callables: a batched per-image-random transform for any device, and a torchvision one."""
+from __future__ import annotations
+
+from typing import Any
+
+import PIL.Image
+import torch
+from torch.utils.data import get_worker_info
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as tvf
+
+from autoaug.policy import Policy
+from autoaug.sampling import Plan, apply_plan, sample_plan, visible_fraction
+
+
+class BatchAugment:
+    """Apply a policy to uint8 batches ``[B, C, H, W]``: every image draws its own parameters.
+
+    Draws come from one ``torch.Generator`` per device, seeded with ``seed``, so the same seed and the
+    same batches give the same pixels.  Inside a DataLoader worker the seed is the worker's own plus
+    ``seed``, so workers (and epochs) never repeat each other's draws.  ``progress`` (the fraction of training done, in [0, 1])
+    selects the phase of a schedule policy.
+    """
+
+    def __init__(self, policy: Policy, *, seed: int | None = None) -> None:
+        self.policy = policy
+        self.seed = seed
+        self._generators: dict[tuple[torch.device, int | None], torch.Generator] = {}
+
+    def generator(self, device: torch.device | str) -> torch.Generator:
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        # a DataLoader worker is a forked copy: it must not replay its parent's stream, nor its siblings'
+        worker = get_worker_info()
+        key = (device, None if worker is None else worker.id)
+        if key not in self._generators:
+            if worker is not None:  # DataLoader seeds every worker of every epoch differently
+                seed = (worker.seed + (self.seed or 0)) % 2**63
+            else:
+                seed = self.seed if self.seed is not None else int(torch.randint(2**62, ()).item())
+            self._generators[key] = torch.Generator(device).manual_seed(seed)
+        return self._generators[key]
+
+    def sample(self, n: int, height: int, width: int, *, device: torch.device | str = "cpu",
+               progress: float = 0.0) -> Plan:
+        return sample_plan(self.policy, n, height, width, self.generator(device), progress=progress)
+
+    def __call__(self, images: torch.Tensor, *, progress: float = 0.0) -> torch.Tensor:
+        return self.augment(images, progress=progress)[0]
+
+    def augment(self, images: torch.Tensor, *, progress: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented images and, per image, the fraction of it left visible (for soft targets)."""
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected a uint8 batch [B, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        mixing = self.policy.mixing
+        if mixing is not None and mixing.yoco_probability > 0:
+            return self._yoco(images, mixing.yoco_probability, progress)
+        return self._whole(images, progress)
+
+    def _whole(self, images: torch.Tensor, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, _, height, width = images.shape
+        plan = self.sample(batch, height, width, device=images.device, progress=progress)
+        return apply_plan(images, plan), visible_fraction(plan).to(images.device)
+
+    def _yoco(self, images: torch.Tensor, probability: float,
+              progress: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """You Only Cut Once: chosen images are cut in two halves, each augmented on its own."""
+        gen = self.generator(images.device)
+        chosen = (torch.rand(images.shape[0], generator=gen, device=gen.device) < probability).to(images.device)
+        dim = 3 if torch.rand((), generator=gen, device=gen.device).item() < 0.5 else 2
+        if images.shape[dim] % 2 or not chosen.any():
+            return self._whole(images, progress)
+        out, visible = images.clone(), torch.ones(images.shape[0], device=images.device)
+        if not chosen.all():
+            out[~chosen], visible[~chosen] = self._whole(images[~chosen], progress)
+        picked = images[chosen]
+        halves = torch.cat(picked.chunk(2, dim=dim))
+        halves, half_visible = self._whole(halves, progress)
+        first, second = halves.chunk(2)
+        out[chosen] = torch.cat([first, second], dim=dim)
+        visible[chosen] = (half_visible[: len(picked)] + half_visible[len(picked):]) / 2
+        return out, visible
+
+    def __getstate__(self) -> dict[str, Any]:  # generators do not pickle; they are re-made from the seed
+        return {"policy": self.policy, "seed": self.seed}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["policy"], seed=state["seed"])
+
+
+class PolicyTransform(v2.Transform):
+    """Per-image transform for ordinary DataLoader pipelines; composes with ``torchvision.transforms.v2``.
+
+    Takes PIL images or uint8 ``[C, H, W]`` tensors and returns the same type.  In DataLoader workers
+    it draws from the seed DataLoader gives each worker (plus ``seed``), so workers differ.
+    """
+
+    _transformed_types = (torch.Tensor, PIL.Image.Image)
+
+    def __init__(self, policy: Policy, *, seed: int | None = None) -> None:
+        super().__init__()
+        self.policy = policy
+        self._batch = BatchAugment(policy, seed=seed)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, PIL.Image.Image):
+            mode = inpt.mode
+            tensor = tvf.pil_to_tensor(inpt if mode in ("RGB", "L") else inpt.convert("RGB"))
+            return tvf.to_pil_image(self._apply(tensor))
+        if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
+            raise TypeError(f"PolicyTransform transforms images only, got {type(inpt).__name__}")
+        out = self._apply(inpt.as_subclass(torch.Tensor))
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
+
+    def _apply(self, image: torch.Tensor) -> torch.Tensor:
+        if image.dtype != torch.uint8 or image.ndim != 3:
+            raise TypeError(f"expected a uint8 image [C, H, W], got {image.dtype} {tuple(image.shape)}")
+        return self._batch(image.unsqueeze(0))[0]
+
+    def extra_repr(self) -> str:
+        return f"policy={self.policy.name!r}"

@@ -1,0 +1,117 @@
+"""The final protocol: train on the full training set, report test accuracy over seeds, per policy."""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from autoaug.datasets import load_dataset
+from autoaug.errors import AutoaugError
+from autoaug.policy import Policy, load_policy
+from autoaug.results import library_versions, write_json, write_parquet
+from autoaug.trainer import EpochMetrics, TrainConfig, train
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    policies: tuple[str, ...]
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str = "preact_resnet18"
+    epochs: int = 10
+    seeds: int = 1
+    device: str = "auto"
+    batch_size: int = 512
+    lr: float = 0.4
+    out: Path | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One finished epoch of one run; ``run`` counts from 0 over policies x seeds."""
+
+    run: int
+    runs: int
+    policy: str
+    seed: int
+    metrics: EpochMetrics
+    epochs: int
+
+
+@dataclass(frozen=True)
+class PolicyScore:
+    policy: str
+    accuracies: tuple[float, ...]
+    failures: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies) if self.accuracies else math.nan
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+
+def _load_all(names: tuple[str, ...]) -> list[Policy]:
+    if not names:
+        raise AutoaugError("name at least one policy (a file or a shipped name such as cropflip)")
+    return [load_policy(name) for name in names]
+
+
+def run_evaluation(options: EvaluationOptions, *,
+                   on_progress: Callable[[Progress], None] | None = None) -> list[PolicyScore]:
+    """Train each policy with ``options.seeds`` seeds on the full training set; score on the test set."""
+    policies = _load_all(options.policies)
+    dataset = load_dataset(options.dataset, data_dir=options.data_dir)
+    runs = len(policies) * options.seeds
+    rows: list[dict] = []
+    scores = []
+    for p_index, policy in enumerate(policies):
+        accuracies, failures = [], []
+        for seed in range(options.seeds):
+            run = p_index * options.seeds + seed
+            config = TrainConfig(model=options.model, epochs=options.epochs, batch_size=options.batch_size,
+                                 lr=options.lr, seed=seed, device=options.device)
+
+            def report(metrics: EpochMetrics, run: int = run, seed: int = seed, name: str = policy.name) -> None:
+                rows.append({"policy": name, "seed": seed, **_flat(metrics)})
+                if on_progress is not None:
+                    on_progress(Progress(run, runs, name, seed, metrics, options.epochs))
+
+            result = train(policy, dataset.train, dataset.test, config, on_epoch=report)
+            if result.status == "ok":
+                accuracies.append(result.val_accuracy)
+            else:
+                failures.append(f"seed {seed}: {result.status}: {result.message}")
+            _save(options, scores + [PolicyScore(policy.name, tuple(accuracies), tuple(failures))], rows)
+        scores.append(PolicyScore(policy.name, tuple(accuracies), tuple(failures)))
+    _save(options, scores, rows)
+    return scores
+
+
+def _flat(metrics: EpochMetrics) -> dict:
+    data = asdict(metrics)
+    grid = data.pop("grid_accuracy")
+    return {**data, **{f"grid_accuracy.{key}": value for key, value in grid.items()}}
+
+
+def _save(options: EvaluationOptions, scores: list[PolicyScore], rows: list[dict]) -> None:
+    """Rewrite the result files after every run, so an interrupted evaluation loses nothing finished."""
+    if options.out is None:
+        return
+    out = Path(options.out)
+    summary = {
+        "options": {**asdict(options), "out": str(out)},
+        "protocol": "train on the full training set, test accuracy at the last epoch",
+        "results": [{"policy": s.policy, "mean": s.mean, "std": s.std, "accuracies": list(s.accuracies),
+                     "failures": list(s.failures)} for s in scores],
+        "versions": library_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(summary, out / "evaluation.json")
+    if rows:
+        write_parquet(rows, out / "evaluation.parquet")

@@ -1,0 +1,68 @@
+"""The backbone registry: one decorator registers a model; the tests run over every entry."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from autoaug.errors import AutoaugError, Registry
+
+SMALL_INPUT_MAX = 64  # up to this size the stem keeps full resolution (CIFAR style); above it, it downsamples 4x
+
+
+class Builder(Protocol):
+    """What a registered builder is called with; ``small_input`` picks the CIFAR-style stem."""
+
+    def __call__(self, *, num_classes: int, in_channels: int, small_input: bool) -> torch.nn.Module: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registry entry: how to build the model, and what the literature says it should weigh."""
+
+    name: str
+    builder: Builder
+    published_params: float | None = None  # at 10 classes and 32x32, where a paper or reference gives it
+    slimmable: bool = False  # has ``set_width`` and ``width_multipliers`` (MutualNet training)
+
+
+MODELS = Registry("model")
+
+
+def register_model(name: str, *, published_params: float | None = None,
+                   slimmable: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator (or call on a ``functools.partial``) that adds a builder; a duplicate name is a ValueError."""
+    def wrap(builder: Builder) -> Builder:
+        MODELS.add(name, ModelSpec(name, builder, published_params, slimmable))
+        return builder
+    return wrap
+
+
+def build_model(name: str, *, num_classes: int, in_channels: int = 3, image_size: int = 32) -> torch.nn.Module:
+    """Build a registered model that maps normalised float images ``[B, C, H, W]`` to logits ``[B, classes]``.
+
+    Images up to 64 pixels get a CIFAR-style stem that keeps full resolution; larger ones a
+    stride-2 conv and a max pool, as in ImageNet ResNets. Every model pools globally at the end,
+    so it accepts other input sizes too.
+    """
+    spec: ModelSpec = MODELS[name]
+    for arg, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
+        if value < 1:
+            raise AutoaugError(f"{arg} must be a positive integer, got {value}")
+    return spec.builder(num_classes=num_classes, in_channels=in_channels, small_input=image_size <= SMALL_INPUT_MAX)
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(MODELS)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Number of parameters (each shared tensor once), trainable or not."""
+    return sum(p.numel() for p in module.parameters())
+
+
+# Imported last: each family module registers its models through ``register_model`` above.
+from autoaug.models import densenet, ghostnet, proxy, resnet, shufflenet, wide_resnet  # noqa: E402,F401

@@ -1,0 +1,334 @@
+"""Per-sample batched augmentation kernels on uint8 images and the op registry.
+
+Every kernel is a pure function ``kernel(images, value, aux) -> images`` where ``images`` is a uint8
+batch ``[B, C, H, W]``, ``value`` is a float tensor ``[B]`` holding each image's own native (signed)
+parameter in the unit the op documents, and ``aux`` is ``[B, 4]`` of uniform draws in [0, 1) for ops
+that also need a position.  Nothing here draws random numbers: sampling lives in ``autoaug.sampling``,
+so an augmentation can be replayed with the same parameters.
+
+Kernels reproduce ``torchvision.transforms.v2.functional`` on uint8 images (see tests/test_ops.py).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as nnf
+from torchvision.transforms.v2 import functional as tvf
+
+from autoaug.errors import Registry
+
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+RANGE_SETS = ("standard", "wide")
+
+
+@dataclass(frozen=True)
+class NativeRange:
+    """Native parameter at magnitude 0 (``low``) and 1 (``high``), in ``unit``.
+
+    Units ending in ``_of_width``/``_of_height`` are scaled by the image size before the kernel sees
+    them, so the kernel always works in pixels.
+    """
+
+    unit: str
+    low: float
+    high: float
+
+    def scale(self, height: int, width: int) -> float:
+        return {"fraction_of_width": width, "fraction_of_height": height}.get(self.unit, 1.0)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One op: its kernel, its native range in each range set, and whether it flips sign."""
+
+    name: str
+    kernel: Kernel
+    standard: NativeRange
+    wide: NativeRange
+    signed: bool = False
+    uses_aux: bool = False
+
+    def native_range(self, range_set: str) -> NativeRange:
+        return self.standard if range_set == "standard" else self.wide
+
+
+OPS: Registry = Registry("op")
+_NONE = NativeRange("none", 0.0, 0.0)
+
+
+def register(name: str, *, standard: NativeRange = _NONE, wide: NativeRange | None = None,
+             signed: bool = False, uses_aux: bool = False) -> Callable[[Kernel], Kernel]:
+    """Register a kernel under ``name``; ``wide`` defaults to the ``standard`` range."""
+
+    def wrap(kernel: Kernel) -> Kernel:
+        OPS.add(name, OpSpec(name, kernel, standard, wide or standard, signed, uses_aux))
+        return kernel
+
+    return wrap
+
+
+def op_names() -> list[str]:
+    """All registered op names, in registration order."""
+    return list(OPS)
+
+
+# --------------------------------------------------------------------------- geometry
+def _inverse_affine(angle: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor, shear_x: torch.Tensor,
+                    shear_y: torch.Tensor, cx: float, cy: float) -> torch.Tensor:
+    """Batched torchvision ``_get_inverse_affine_matrix`` (scale 1), angles in degrees -> [B, 2, 3]."""
+    rot, sx, sy = torch.deg2rad(angle), torch.deg2rad(shear_x), torch.deg2rad(shear_y)
+    a = torch.cos(rot - sy) / torch.cos(sy)
+    b = -torch.cos(rot - sy) * torch.tan(sx) / torch.cos(sy) - torch.sin(rot)
+    c = torch.sin(rot - sy) / torch.cos(sy)
+    d = -torch.sin(rot - sy) * torch.tan(sx) / torch.cos(sy) + torch.cos(rot)
+    m0, m1, m3, m4 = d, -b, -c, a
+    m2 = m0 * (-cx - tx) + m1 * (-cy - ty) + cx
+    m5 = m3 * (-cx - tx) + m4 * (-cy - ty) + cy
+    return torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3)
+
+
+def _warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour warp with zero fill, the grid built exactly as torchvision builds it."""
+    batch, _, height, width = images.shape
+    theta = theta.to(torch.float32)
+    xs = torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, width, device=images.device)
+    ys = torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, height, device=images.device)
+    base = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None], torch.ones(1, device=images.device)), -1)
+    scale = torch.tensor([0.5 * width, 0.5 * height], device=images.device)
+    grid = base.view(1, height * width, 3).expand(batch, -1, -1).bmm(theta.transpose(1, 2) / scale)
+    out = nnf.grid_sample(images.to(torch.float32), grid.view(batch, height, width, 2), mode="nearest",
+                          padding_mode="zeros", align_corners=False)
+    return out.round_().to(images.dtype)
+
+
+def _affine(images: torch.Tensor, *, angle: torch.Tensor | None = None, tx: torch.Tensor | None = None,
+            ty: torch.Tensor | None = None, shear_x: torch.Tensor | None = None,
+            shear_y: torch.Tensor | None = None, top_left_center: bool = False) -> torch.Tensor:
+    batch, _, height, width = images.shape
+    zero = torch.zeros(batch, dtype=torch.float64, device=images.device)
+    parts = [zero if p is None else p.to(torch.float64) for p in (angle, tx, ty, shear_x, shear_y)]
+    cx, cy = (-0.5 * width, -0.5 * height) if top_left_center else (0.0, 0.0)
+    return _warp(images, _inverse_affine(*parts, cx=cx, cy=cy))
+
+
+def _shear_degrees(factor: torch.Tensor) -> torch.Tensor:
+    # float64 as torchvision's math.atan: float32 atan moves the matrix an ulp and flips nearest pixels
+    return torch.rad2deg(torch.atan(factor.to(torch.float64)))
+
+
+_SHEAR = NativeRange("shear_factor", 0.0, 0.3), NativeRange("shear_factor", 0.0, 0.99)
+_TRANSLATE_X = NativeRange("fraction_of_width", 0.0, 150 / 331), NativeRange("pixels", 0.0, 32.0)
+_TRANSLATE_Y = NativeRange("fraction_of_height", 0.0, 150 / 331), NativeRange("pixels", 0.0, 32.0)
+_ROTATE = NativeRange("degrees", 0.0, 30.0), NativeRange("degrees", 0.0, 135.0)
+_ENHANCE = NativeRange("factor_delta", 0.0, 0.9), NativeRange("factor_delta", 0.0, 0.99)
+
+
+@register("Identity")
+def identity(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    return images
+
+
+@register("ShearX", standard=_SHEAR[0], wide=_SHEAR[1], signed=True)
+def shear_x(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Shear along x by ``value`` = tan(angle), about the top-left corner (as torchvision's AutoAugment)."""
+    return _affine(images, shear_x=_shear_degrees(value), top_left_center=True)
+
+
+@register("ShearY", standard=_SHEAR[0], wide=_SHEAR[1], signed=True)
+def shear_y(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    return _affine(images, shear_y=_shear_degrees(value), top_left_center=True)
+
+
+@register("TranslateX", standard=_TRANSLATE_X[0], wide=_TRANSLATE_X[1], signed=True)
+def translate_x(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Shift by ``value`` pixels, truncated toward zero as torchvision's ``int(magnitude)``."""
+    return _affine(images, tx=torch.trunc(value))
+
+
+@register("TranslateY", standard=_TRANSLATE_Y[0], wide=_TRANSLATE_Y[1], signed=True)
+def translate_y(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    return _affine(images, ty=torch.trunc(value))
+
+
+@register("Rotate", standard=_ROTATE[0], wide=_ROTATE[1], signed=True)
+def rotate(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Rotate counter-clockwise by ``value`` degrees about the centre (torchvision passes -angle)."""
+    return _affine(images, angle=-value)
+
+
+# --------------------------------------------------------------------------- colour
+def _per_sample(value: torch.Tensor) -> torch.Tensor:
+    return value.to(torch.float32).view(-1, 1, 1, 1)
+
+
+def _blend(images: torch.Tensor, other: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``images * (1 + value) + other * -value``, rounded exactly as torchvision's ``_blend``."""
+    # torchvision's factor and 1 - factor are Python floats: form both in float64 from value, so the
+    # rest is exactly -value, not 1 minus a float32-rounded factor
+    factor = 1.0 + value.to(torch.float64)
+    ratio, rest = _per_sample(factor), _per_sample(1.0 - factor)
+    # torchvision's add_(other, alpha=rest) is one fused multiply-add; addcmul fuses the same way
+    out = torch.addcmul(images.to(torch.float32) * ratio, other, rest)
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+def _grayscale(images: torch.Tensor) -> torch.Tensor:
+    """Luma as torchvision computes it, floored for integer images; grey images pass through."""
+    if images.shape[1] != 3:
+        return images.to(torch.float32)
+    r, g, b = images.to(torch.float32).unbind(1)
+    # the same fused multiply-adds as torchvision: separate products floor 21 of the 2**24 colours differently
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_().unsqueeze(1)
+
+
+@register("Brightness", standard=_ENHANCE[0], wide=_ENHANCE[1], signed=True)
+def brightness(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Multiply by ``1 + value``."""
+    return (images.to(torch.float32) * _per_sample(1.0 + value)).clamp_(0, 255).to(torch.uint8)
+
+
+@register("Color", standard=_ENHANCE[0], wide=_ENHANCE[1], signed=True)
+def color(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Saturation factor ``1 + value``; grey images have no saturation and pass through."""
+    if images.shape[1] != 3:
+        return images
+    return _blend(images, _grayscale(images), value)
+
+
+@register("Contrast", standard=_ENHANCE[0], wide=_ENHANCE[1], signed=True)
+def contrast(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Contrast factor ``1 + value`` around each image's mean luma."""
+    mean = _grayscale(images).mean(dim=(1, 2, 3), keepdim=True)
+    return _blend(images, mean, value)
+
+
+@register("Sharpness", standard=_ENHANCE[0], wide=_ENHANCE[1], signed=True)
+def sharpness(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Sharpness factor ``1 + value``: blend with a 3x3 smoothing of the interior (borders untouched)."""
+    channels, height, width = images.shape[1:]
+    if height <= 2 or width <= 2:
+        return images
+    kernel = torch.full((3, 3), 1.0 / 13.0, device=images.device)
+    kernel[1, 1] = 5.0 / 13.0
+    out = images.to(torch.float32)
+    blurred = nnf.conv2d(out, kernel.expand(channels, 1, 3, 3), groups=channels).round_()
+    inner = out[..., 1:-1, 1:-1]
+    # torchvision's add_(blurred - inner, alpha=1 - factor): one fused multiply-add, alpha exactly -value
+    inner.addcmul_(blurred - inner, _per_sample(1.0 - (1.0 + value.to(torch.float64))))
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+@register("Posterize", standard=NativeRange("bits_removed", 0.0, 4.0), wide=NativeRange("bits_removed", 0.0, 6.0))
+def posterize(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Keep ``8 - round(value)`` bits per channel."""
+    removed = torch.round(value).clamp(0, 8).to(torch.int32)
+    mask = ((255 << removed) & 255).to(torch.uint8)
+    return images & mask.view(-1, 1, 1, 1)
+
+
+@register("Solarize", standard=NativeRange("threshold_fraction", 1.0, 0.0))
+def solarize(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Invert pixels at or above ``255 * value``."""
+    # torchvision forms 255 * value as a Python float, but `uint8 >= float` compares in float32: so
+    # round the float64 product to float32 (238.000001 becomes 238.0, and a pixel of 238 is inverted)
+    threshold = (value.to(torch.float64).view(-1, 1, 1, 1) * 255.0).to(torch.float32)
+    return torch.where(images >= threshold, 255 - images, images)
+
+
+@register("AutoContrast")
+def autocontrast(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Stretch each channel of each image to the full [0, 255] range."""
+    pixels = images.to(torch.float32)
+    low = pixels.amin(dim=(-2, -1), keepdim=True)
+    high = pixels.amax(dim=(-2, -1), keepdim=True)
+    flat = high == low
+    scale = torch.where(flat, 1.0, (high - low) * (1.0 / 255.0))  # torchvision's rounding
+    low = torch.where(flat, 0.0, low)
+    return ((pixels - low) / scale).clamp_(0, 255).to(torch.uint8)
+
+
+@register("Equalize")
+def equalize(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Histogram equalisation per channel; torchvision's kernel is already per-image and batched."""
+    return tvf.equalize(images)
+
+
+@register("Invert")
+def invert(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    return 255 - images
+
+
+# --------------------------------------------------------------------------- crop, flip, occlusion
+@register("HorizontalFlip")
+def horizontal_flip(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    return images.flip(-1)
+
+
+@register("RandomCrop", standard=NativeRange("padding_fraction", 0.0, 0.25), uses_aux=True)
+def random_crop(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Zero-pad by ``round(value * size)`` pixels and crop back at a per-image offset (aux[:, :2])."""
+    _, _, height, width = images.shape
+    pad_y, pad_x = crop_padding(value, height, width)
+    most_y, most_x = int(pad_y.max()), int(pad_x.max())
+    padded = nnf.pad(images, (most_x, most_x, most_y, most_y))
+    top = most_y + crop_offset(aux[:, 0], pad_y)
+    left = most_x + crop_offset(aux[:, 1], pad_x)
+    rows = (top[:, None] + torch.arange(height, device=images.device))[:, None, :, None]
+    cols = (left[:, None] + torch.arange(width, device=images.device))[:, None, None, :]
+    batch = torch.arange(images.shape[0], device=images.device)[:, None, None, None]
+    chans = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def crop_padding(value: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padding in pixels along y and x for a ``padding_fraction`` value."""
+    return torch.round(value * height).long(), torch.round(value * width).long()
+
+
+def crop_offset(u: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """An integer offset uniform in [-pad, pad] from a uniform draw ``u``."""
+    return torch.floor(u * (2 * pad + 1)).long().clamp_(max=2 * pad) - pad
+
+
+@register("Cutout", standard=NativeRange("size_fraction", 0.0, 1.0), uses_aux=True)
+def cutout(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Zero a square of side ``value * size`` centred at a uniform point (aux[:, :2]), clipped to the image."""
+    return _erase(images, cutout_boxes(value, aux, images.shape[-2], images.shape[-1]))
+
+
+@register("RandomErasing", standard=NativeRange("max_area_fraction", 0.02, 0.4), uses_aux=True)
+def random_erasing(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """Zero a rectangle of area in [0.02, value] of the image and aspect ratio in [0.3, 3.3] (log-uniform)."""
+    return _erase(images, erasing_boxes(value, aux, images.shape[-2], images.shape[-1]))
+
+
+def cutout_boxes(value: torch.Tensor, aux: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Boxes ``[B, 4]`` as (top, left, box height, box width) in pixels."""
+    side_y, side_x = torch.round(value * height).long(), torch.round(value * width).long()
+    cy = torch.floor(aux[:, 0] * height).long()
+    cx = torch.floor(aux[:, 1] * width).long()
+    top, left = (cy - side_y // 2).clamp(0, height), (cx - side_x // 2).clamp(0, width)
+    bottom, right = (cy - side_y // 2 + side_y).clamp(0, height), (cx - side_x // 2 + side_x).clamp(0, width)
+    return torch.stack([top, left, bottom - top, right - left], dim=1)
+
+
+def erasing_boxes(value: torch.Tensor, aux: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    area = (0.02 + aux[:, 0] * (value - 0.02).clamp(min=0)) * height * width
+    ratio = torch.exp(math.log(0.3) + aux[:, 1] * (math.log(3.3) - math.log(0.3)))
+    box_h = torch.round(torch.sqrt(area * ratio)).long().clamp(1, height)
+    box_w = torch.round(torch.sqrt(area / ratio)).long().clamp(1, width)
+    top = torch.floor(aux[:, 2] * (height - box_h + 1)).long()
+    left = torch.floor(aux[:, 3] * (width - box_w + 1)).long()
+    return torch.stack([top, left, box_h, box_w], dim=1)
+
+
+def _erase(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    height, width = images.shape[-2:]
+    ys = torch.arange(height, device=images.device)[None, :, None]
+    xs = torch.arange(width, device=images.device)[None, None, :]
+    top, left, box_h, box_w = (boxes[:, k, None, None] for k in range(4))
+    inside = (ys >= top) & (ys < top + box_h) & (xs >= left) & (xs < left + box_w)
+    return images.masked_fill(inside[:, None], 0)

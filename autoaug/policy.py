@@ -1,0 +1,294 @@
+"""The policy artifact: a typed, validated, versioned model of ``policy.json``.
+
+A magnitude is always normalised to [0, 1]: 0 is the op's weakest setting and 1 its strongest in the
+policy's range set (``standard``: AutoAugment/RandAugment ranges; ``wide``: TrivialAugmentWide ranges).
+Ops are stored by name, never by position. Fractions of training (``start_fraction``/``end_fraction``)
+make a policy portable across epoch budgets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autoaug.errors import AutoaugError, UnknownNameError
+from autoaug.ops import OPS
+
+if TYPE_CHECKING:
+    from autoaug.augment import BatchAugment, PolicyTransform
+    from autoaug.mixing import BatchMixer
+
+SCHEMA_VERSION = 1
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+RangeSet = Literal["standard", "wide"]
+RANDAUGMENT_OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
+                   "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
+
+
+def _check_op(name: str) -> str:
+    if name not in OPS:
+        raise ValueError(str(UnknownNameError("op", name, OPS)))
+    return name
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OpCall(_Model):
+    """One (op, probability, magnitude) triple."""
+
+    op: str
+    probability: Fraction = 1.0
+    magnitude: Fraction = 0.0
+
+    @field_validator("op")
+    @classmethod
+    def _known_op(cls, name: str) -> str:
+        return _check_op(name)
+
+
+class NoAugment(_Model):
+    kind: Literal["none"] = "none"
+
+
+class SubPolicies(_Model):
+    """AutoAugment form: each image draws one sub-policy and applies its ops in order."""
+
+    kind: Literal["subpolicies"] = "subpolicies"
+    ranges: RangeSet = "standard"
+    subpolicies: list[Annotated[list[OpCall], Field(min_length=1)]] = Field(min_length=1)
+
+
+class RandAugment(_Model):
+    """RandAugment: ``num_ops`` ops drawn uniformly per image, all at one magnitude."""
+
+    kind: Literal["randaugment"] = "randaugment"
+    ranges: RangeSet = "standard"
+    num_ops: int = Field(2, ge=1, le=10)
+    magnitude: Fraction = 0.3
+    ops: list[str] = Field(default_factory=lambda: list(RANDAUGMENT_OPS), min_length=1)
+
+    @field_validator("ops")
+    @classmethod
+    def _known_ops(cls, names: list[str]) -> list[str]:
+        return [_check_op(name) for name in names]
+
+
+class TrivialAugment(_Model):
+    """TrivialAugment: one op per image, magnitude bin drawn uniformly in [magnitude_min, magnitude_max]."""
+
+    kind: Literal["trivialaugment"] = "trivialaugment"
+    ranges: RangeSet = "wide"
+    ops: list[str] = Field(default_factory=lambda: list(RANDAUGMENT_OPS), min_length=1)
+    magnitude_min: Fraction = 0.0
+    magnitude_max: Fraction = 1.0
+    magnitude_bins: int = Field(31, ge=2, le=1001)
+
+    @field_validator("ops")
+    @classmethod
+    def _known_ops(cls, names: list[str]) -> list[str]:
+        return [_check_op(name) for name in names]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TrivialAugment:
+        if self.magnitude_min > self.magnitude_max:
+            raise ValueError("magnitude_min must be <= magnitude_max")
+        return self
+
+
+Phaseable = Annotated[Union[NoAugment, SubPolicies, RandAugment, TrivialAugment], Field(discriminator="kind")]
+
+
+class _Span(_Model):
+    start_fraction: Fraction
+    end_fraction: Fraction
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Span:
+        if self.start_fraction >= self.end_fraction:
+            raise ValueError("start_fraction must be < end_fraction")
+        return self
+
+
+class SchedulePhase(_Span):
+    augment: Phaseable
+
+
+class Schedule(_Model):
+    """PBA-style schedule: contiguous phases covering training from fraction 0 to 1."""
+
+    kind: Literal["schedule"] = "schedule"
+    phases: list[SchedulePhase] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _contiguous(self) -> Schedule:
+        edges = [(p.start_fraction, p.end_fraction) for p in self.phases]
+        if edges[0][0] != 0.0 or edges[-1][1] != 1.0 or any(a[1] != b[0] for a, b in zip(edges, edges[1:])):
+            raise ValueError("phases must be contiguous and cover start_fraction 0 to end_fraction 1")
+        return self
+
+    def at(self, progress: float) -> NoAugment | SubPolicies | RandAugment | TrivialAugment:
+        """The phase's augmentation at a fraction of training in [0, 1]."""
+        return next((p.augment for p in self.phases if progress < p.end_fraction), self.phases[-1].augment)
+
+
+Augment = Annotated[Union[NoAugment, SubPolicies, RandAugment, TrivialAugment, Schedule], Field(discriminator="kind")]
+
+
+class Mixing(_Model):
+    """Batch mixing: each image is mixed with a random partner with ``probability``."""
+
+    mixup_alpha: float = Field(0.0, ge=0.0, le=10.0)
+    cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0)
+    probability: Fraction = 0.0
+    cutmix_probability: Fraction = 0.5
+    yoco_probability: Fraction = 0.0
+
+
+class Labels(_Model):
+    """Target softening: label smoothing and soft augmentation (confidence falls as occlusion grows)."""
+
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    soft_target_strength: Fraction = 0.0
+    soft_target_power: float = Field(2.0, gt=0.0, le=10.0)
+
+
+class ResolutionPhase(_Span):
+    probability: Fraction
+    resolution: int = Field(ge=8, le=1024)
+
+
+class Resolution(_Model):
+    """Train on batches downscaled to ``resolution`` with ``probability`` during each phase."""
+
+    phases: list[ResolutionPhase] = Field(min_length=1)
+
+
+class WidthResolution(_Model):
+    """MutualNet sandwich training: largest, smallest and random widths, each at a random resolution."""
+
+    widths: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(min_length=1)
+    resolutions: list[Annotated[int, Field(ge=8, le=1024)]] = Field(min_length=1)
+    num_random_subnets: int = Field(2, ge=0, le=8)
+
+
+class Provenance(_Model):
+    source: str
+    dataset: str | None = None
+    model: str | None = None
+    search_space: str | None = None
+    algorithm: str | None = None
+    budget: str | None = None
+    seed: int | None = None
+    validation_score: float | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    created: str | None = None
+
+
+class Policy(_Model):
+    """A complete augmentation policy: ``pre`` ops, the ``augment`` section, ``post`` ops, options."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(min_length=1)
+    description: str = ""
+    pre: list[OpCall] = Field(default_factory=list)
+    augment: Augment = Field(default_factory=NoAugment)
+    post: list[OpCall] = Field(default_factory=list)
+    mixing: Mixing | None = None
+    labels: Labels | None = None
+    resolution: Resolution | None = None
+    width_resolution: WidthResolution | None = None
+    provenance: Provenance | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (a reader never sees a half-written file)."""
+        return write_atomic(Path(path), self.dumps())
+
+    def transform(self, *, seed: int | None = None) -> PolicyTransform:
+        """A torchvision-v2-compatible per-image transform (PIL images or uint8 ``[C, H, W]`` tensors)."""
+        from autoaug.augment import PolicyTransform
+        return PolicyTransform(self, seed=seed)
+
+    def batch_transform(self, *, seed: int | None = None) -> BatchAugment:
+        """A callable on uint8 batches ``[B, C, H, W]`` on any device, with per-image randomness."""
+        from autoaug.augment import BatchAugment
+        return BatchAugment(self, seed=seed)
+
+    def batch_mixing(self, *, num_classes: int, seed: int | None = None) -> BatchMixer:
+        """A callable ``(images, labels) -> (images, soft targets)`` for the mixing and labels sections."""
+        from autoaug.mixing import BatchMixer
+        return BatchMixer(self, num_classes=num_classes, seed=seed)
+
+
+_AUGMENT_KINDS = ("none", "subpolicies", "randaugment", "trivialaugment", "schedule")
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # open(), unlike mkstemp's 0600, honours the umask: a saved policy is readable like any other file
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "x") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:  # a failed or interrupted save leaves the old file and no temporary one
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _format_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = list(first["loc"])
+    # pydantic puts the union tag into the path ("augment.randaugment.magnitude"); users never wrote it
+    loc = [part for i, part in enumerate(loc) if not (i and loc[i - 1] == "augment" and part in _AUGMENT_KINDS)]
+    where = ".".join(str(part) for part in loc) or "policy"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "literal_error" or "expected" in first.get("ctx", {}):
+        message = f"{message} (got {first['input']!r})"
+    return f"{where}: {message}"
+
+
+def policy_from_dict(data: object, *, origin: str = "policy") -> Policy:
+    """Validate a parsed JSON object; the schema version is read first."""
+    if not isinstance(data, dict):
+        raise AutoaugError(f"{origin}: expected a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if version is None:
+        raise AutoaugError(f"{origin}: schema_version: missing (this autoaug reads version {SCHEMA_VERSION})")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise AutoaugError(f"{origin}: schema_version: expected a positive integer, got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise AutoaugError(f"{origin}: schema_version {version} is newer than this autoaug reads "
+                           f"({SCHEMA_VERSION}); upgrade autoaug")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as error:
+        raise AutoaugError(f"{origin}: {_format_error(error)}") from None
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and validate ``policy.json``; a shipped policy may be named instead of a path."""
+    from autoaug.resources import resolve_policy_path
+    path = resolve_policy_path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise AutoaugError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise AutoaugError(f"{path}: not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    return policy_from_dict(data, origin=str(path))

@@ -1,0 +1,405 @@
+"""Running a search with Ray Tune: the only module that imports ray.
+
+The driver loads the data once and puts it in Ray's object store; each trial decodes its config into a
+Policy, trains on the training part and reports validation accuracy per epoch.  A driver-side callback
+writes every result to ``trials.parquet`` as it arrives, so a crash loses nothing that finished.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+import torch
+from ray import tune
+from ray.tune.experiment import Trial
+
+from autoaug.datasets import ArrayData
+from autoaug.errors import AutoaugError
+from autoaug.results import library_versions
+from autoaug.search.options import (Budget, SearchOptions, parse_budget, prepare, read_run, resolve_gpus_per_trial,
+                                    search_data, train_config)
+from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, SearchOutcome, candidate_table, choose,
+                                    config_columns, now, policy_for, rank_candidates, update_run, write_rows,
+                                    write_top)
+from autoaug.search.space import Domain, SearchSpace, load_space
+from autoaug.trainer import EpochMetrics, TrainConfig, Trainer, train
+
+METRIC = "val_accuracy"
+_METRIC_COLUMNS = ("epoch", METRIC, "train_loss", "val_loss", "val_ece", "images_per_second", "epoch_seconds",
+                   "node_id", "time_total_s", "reported_at")
+_FINISHED = (Trial.TERMINATED, Trial.ERROR)
+# The running search's progress hook.  Ray pickles callbacks into the experiment state (a live display
+# cannot be pickled), and a restored search gets its callbacks back from there, so the hook lives here.
+_LIVE: dict[str, Callable[[Progress], None] | None] = {"hook": None}
+
+
+class TrialFailed(RuntimeError):
+    """A trial ended with NaN or out of memory: Ray records it as an errored trial with this reason."""
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every trial needs besides its config and the data; shipped once with the trainable."""
+
+    space: SearchSpace
+    train_config: TrainConfig
+    cpus: int
+
+
+def _tune_domain(domain: Domain) -> Any:
+    if domain.kind == "uniform":
+        return tune.uniform(domain.low, domain.high)
+    if domain.kind == "loguniform":
+        return tune.loguniform(domain.low, domain.high)
+    if domain.kind == "int":
+        return tune.randint(int(domain.low), int(domain.high) + 1)
+    return tune.choice(list(domain.choices))
+
+
+def _report(metrics: EpochMetrics, **extra: Any) -> dict[str, Any]:
+    return {METRIC: metrics.val_accuracy, "train_loss": metrics.train_loss, "val_loss": metrics.val_loss,
+            "val_ece": metrics.val_ece, "images_per_second": metrics.images_per_second, "epoch": metrics.epoch,
+            "epoch_seconds": metrics.seconds, "node_id": ray.get_runtime_context().get_node_id(),
+            "reported_at": time.time(), **extra}
+
+
+def _trial(config: dict[str, Any], data: tuple[ArrayData, ArrayData] | None = None,
+           settings: _Settings | None = None) -> None:
+    """One trial: decode, train, report every epoch; NaN and OOM become trial errors with their reason."""
+    torch.set_num_threads(settings.cpus)
+    policy = settings.space.decode(config)
+    result = train(policy, *data, settings.train_config, on_epoch=lambda m: tune.report(_report(m)))
+    if result.status in ("nan", "oom"):
+        raise TrialFailed(f"{result.status}: {result.message}")
+
+
+def _pbt_trial(config: dict[str, Any], data: tuple[ArrayData, ArrayData] | None = None,
+               settings: _Settings | None = None) -> None:
+    """PBA-style: PBT may swap in a new config between epochs; the checkpoint carries the policy history."""
+    torch.set_num_threads(settings.cpus)
+    policy = settings.space.decode(config)
+    trainer, history = Trainer(policy, *data, settings.train_config), []
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # resumed, or cloned from a better trial (exploit) with a perturbed config
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / "state.pt", weights_only=False)
+        trainer.load_state_dict(state)
+        trainer.set_policy(policy)
+        history = state["history"]
+    while trainer.epochs_done < settings.train_config.epochs:
+        history = history + [(trainer.epochs_done, dict(config))]
+        try:
+            metrics = trainer.run_epoch()
+        except FloatingPointError as error:
+            raise TrialFailed(f"nan: {error}") from None
+        except torch.OutOfMemoryError as error:
+            raise TrialFailed(f"oom: out of device memory: {str(error).splitlines()[0]}") from None
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({**trainer.state_dict(), "history": history}, Path(folder) / "state.pt")
+            tune.report(_report(metrics, history=history), checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+class Recorder(tune.Callback):
+    """Rows per trial and epoch, written to ``trials.parquet`` on every event; live progress."""
+
+    def __init__(self, out: Path, epochs: int, budget: Budget) -> None:
+        self.out, self.epochs, self.budget = out, epochs, budget
+        self._load()
+
+    def _load(self) -> None:
+        path = self.out / "trials.parquet"
+        rows = pq.read_table(path).to_pylist() if path.exists() else []
+        self.rows = {(r["trial_id"], r.get("epoch")): r for r in rows}
+        self.checked = not rows  # rows from an interrupted run are checked against the restored trials
+        self.start = time.monotonic()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"out": self.out, "epochs": self.epochs, "budget": self.budget}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._load()
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """After a restore, drop rows of trials that will run again (or that Tune's last snapshot lost)."""
+        if self.checked:
+            return
+        self.checked = True
+        kept = {t.trial_id: _epochs_kept(t) for t in trials}
+        self.rows = {key: row for key, row in self.rows.items() if (key[1] or 0) <= kept.get(key[0], -1)}
+        self._flush(trials)
+
+    def _row(self, trial: Any, status: str, result: dict | None = None, error: str | None = None) -> dict:
+        metrics = {k: v for k, v in (result or {}).items() if k in _METRIC_COLUMNS}
+        if result and "history" in result:  # PBT: the config each epoch trained with
+            metrics["history"] = json.dumps(result["history"])
+        return {"trial_id": trial.trial_id, "status": status, "error": error, **metrics,
+                **config_columns(trial.config)}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.rows[(trial.trial_id, result["epoch"])] = self._row(trial, "running", result)
+        self._flush(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        keys = [k for k in self.rows if k[0] == trial.trial_id]
+        status = "completed" if max((k[1] or 0 for k in keys), default=0) == self.epochs else "stopped_early"
+        for key in keys:
+            self.rows[key] = {**self.rows[key], "status": status}
+        self._flush(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        reason = _error_reason(trial)
+        keys = [k for k in self.rows if k[0] == trial.trial_id] or [(trial.trial_id, None)]
+        for key in keys:
+            row = self.rows.get(key) or self._row(trial, "failed")
+            self.rows[key] = {**row, "status": "failed", "error": reason}
+        self._flush(trials)
+
+    def _flush(self, trials: list) -> None:
+        write_rows(self.out, sorted(self.rows.values(), key=lambda r: (r["trial_id"], r.get("epoch") or 0)))
+        hook = _LIVE["hook"]
+        if hook is not None:
+            hook(self.progress(trials))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._flush(trials)
+
+    def progress(self, trials: list) -> Progress:
+        """Counts from the rows (Tune calls back before it updates a finishing trial's status)."""
+        status = {r["trial_id"]: r["status"] for r in self.rows.values()}
+        done = sum(1 for s in status.values() if s in ("completed", "stopped_early"))
+        failed = sum(1 for s in status.values() if s == "failed")
+        running = sum(1 for t in trials if t.status == Trial.RUNNING and status.get(t.trial_id, "running") == "running")
+        scores = [r[METRIC] for r in self.rows.values() if r.get(METRIC) is not None and r["status"] != "failed"]
+        elapsed, finished, total = time.monotonic() - self.start, done + failed, self.budget.trials
+        if self.budget.seconds is not None:
+            remaining = max(0.0, self.budget.seconds - elapsed)
+        else:
+            remaining = elapsed / finished * (total - finished) if finished else None
+        return Progress(done, running, failed, total, max(scores, default=None), elapsed, remaining)
+
+
+def _epochs_kept(trial: Any) -> float:
+    """Epochs of a restored trial that stand: all if it finished, up to its checkpoint if it resumes (PBT),
+    none if it starts again."""
+    if trial.status in _FINISHED:
+        return float("inf")
+    return (trial.last_result or {}).get("epoch", 0) if trial.checkpoint is not None else 0
+
+
+def _error_reason(trial: Any) -> str:
+    """The last line of the trial's traceback, e.g. ``TrialFailed: nan: training loss became nan``."""
+    try:
+        lines = Path(trial.error_file).read_text().strip().splitlines()
+    except (OSError, TypeError):
+        return "the trial raised an error"
+    line = next((line.strip() for line in reversed(lines) if line.strip()), "the trial raised an error")
+    return line.removeprefix("autoaug.search.tune.")[:500]
+
+
+@contextlib.contextmanager
+def _quiet_ray() -> Iterator[None]:
+    """Tune logs every failed trial's traceback at ERROR; the Parquet rows hold the reasons instead."""
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.tune", "ray.train")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _start_ray(options: SearchOptions) -> None:
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter honours verbose=0: no trial tables
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our Parquet rows replace its CSV/JSON
+    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if options.address:
+        ray.init(address=options.address, **kwargs)
+    else:
+        ray.init(include_dashboard=False, num_cpus=os.cpu_count(), **kwargs)
+
+
+@dataclass(frozen=True)
+class _Resources:
+    cpus: int
+    gpus: float
+    concurrency: int
+
+
+def _resources(options: SearchOptions) -> _Resources:
+    cluster = ray.cluster_resources()
+    gpus = resolve_gpus_per_trial(options.gpus_per_trial, device=options.device, cluster_gpus=cluster.get("GPU", 0),
+                                  local_gpus=torch.cuda.device_count(), joined_cluster=options.address is not None)
+    cpus = cluster.get("CPU", 1)
+    if options.cpus_per_trial > cpus:
+        raise AutoaugError(f"cpus_per_trial {options.cpus_per_trial} is more than the {cpus:g} CPUs of the cluster")
+    concurrency = int(cpus // options.cpus_per_trial)
+    if gpus > 0:
+        concurrency = min(concurrency, int(cluster["GPU"] // gpus))
+    return _Resources(options.cpus_per_trial, gpus, max(1, concurrency))
+
+
+def _nevergrad(space: SearchSpace, options: SearchOptions, budget: Budget, concurrency: int) -> Any:
+    """NGOpt over our own, seeded parametrisation, so the same seed proposes the same trials."""
+    import nevergrad as ng
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.nevergrad import NevergradSearch
+
+    def parameter(domain: Domain) -> Any:
+        if domain.kind == "choice":
+            return ng.p.Choice(list(domain.choices))
+        if domain.kind == "loguniform":
+            return ng.p.Log(lower=domain.low, upper=domain.high)
+        scalar = ng.p.Scalar(lower=domain.low, upper=domain.high)
+        return scalar.set_integer_casting() if domain.kind == "int" else scalar
+
+    parametrization = ng.p.Dict(**{key: parameter(d) for key, d in space.parameters().items()})
+    parametrization.random_state = np.random.RandomState(options.seed)
+    # NGOpt picks its method from the budget, the workers and the parameter types (mixed here)
+    optimizer = ng.optimizers.NGOpt(parametrization=parametrization, budget=budget.trials or 1000,
+                                    num_workers=concurrency)
+    searcher = NevergradSearch(optimizer=optimizer, metric=METRIC, mode="max")
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
+
+
+def _scheduler(options: SearchOptions, space: SearchSpace) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    if options.algo == "pbt":
+        # a model's widths cannot change mid-run, so width/resolution parameters stay as first drawn
+        mutations = {k: _tune_domain(d) for k, d in space.parameters().items() if not k.startswith("width_resolution")}
+        if not mutations:
+            raise AutoaugError(f"pbt evolves policy parameters, and space {space.name} has none that may change "
+                               "during training; use --algo nevergrad or random")
+        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=max(1, options.epochs // 4),
+                                       hyperparam_mutations=mutations, quantile_fraction=0.25, synch=False)
+    if options.scheduler == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=options.epochs, grace_period=1, reduction_factor=3)
+    return FIFOScheduler()
+
+
+def _tuner(options: SearchOptions, space: SearchSpace, trainable: Any, recorder: Recorder, out: Path,
+           resources: _Resources) -> tune.Tuner:
+    budget = parse_budget(options.budget)
+    domains = {k: _tune_domain(d) for k, d in space.parameters().items()}
+    if options.algo == "nevergrad":
+        searcher, param_space = _nevergrad(space, options, budget, resources.concurrency), {}
+    else:
+        searcher, param_space = tune.search.BasicVariantGenerator(random_state=options.seed), domains
+    tune_config = tune.TuneConfig(
+        metric=METRIC, mode="max", num_samples=budget.trials or -1, time_budget_s=budget.seconds,
+        search_alg=searcher, scheduler=_scheduler(options, space), max_concurrent_trials=resources.concurrency,
+        reuse_actors=True)  # a new actor per trial would import torch again: seconds per trial on a CPU
+    run_config = tune.RunConfig(
+        name="tune", storage_path=str(out), verbose=0, callbacks=[recorder],
+        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=3) if options.algo == "pbt" else None)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None] | None = None) -> SearchOutcome:
+    """Search ``options.space`` on ``options.dataset``; writes everything under ``options.out``.
+
+    Raises SearchInterrupted when stopped (Ctrl-C) before the budget is spent; ``resume=True`` continues.
+    """
+    options = prepare(options)
+    out, space = Path(options.out), load_space(options.space)
+    settings = _Settings(space, train_config(options, space), options.cpus_per_trial)
+    data = search_data(options)
+    _start_ray(options)
+    resources = _resources(options)
+    previous = read_run(out) if options.resume else {}
+    update_run(out, state="running", options=options.to_dict(), versions=_versions(),
+               resources=resources.__dict__, started=previous.get("started", now()),
+               resumed=previous.get("resumed", []) + ([now()] if options.resume else []))
+    function = _pbt_trial if options.algo == "pbt" else _trial
+    trainable = tune.with_resources(tune.with_parameters(function, data=data, settings=settings),
+                                    {"cpu": resources.cpus, "gpu": resources.gpus})
+    budget = parse_budget(options.budget)
+    _LIVE["hook"] = on_progress
+    try:
+        with _quiet_ray():
+            if options.resume:
+                tuner = tune.Tuner.restore(str(out / "tune"), trainable=trainable, resume_errored=False,
+                                           restart_errored=False)
+            else:
+                tuner = _tuner(options, space, trainable, Recorder(out, options.epochs, budget), out, resources)
+            grid = tuner.fit()
+    finally:
+        _LIVE["hook"] = None
+    _check_interrupted(grid, budget, out)
+    return _finish(options, space, grid, data, resources, out)
+
+
+def _check_interrupted(grid: Any, budget: Budget, out: Path) -> None:
+    """Tune returns normally after Ctrl-C; unfinished trials (or too few) tell an interrupted search."""
+    finished = grid.num_terminated + grid.num_errors
+    if finished < len(grid) or (budget.trials is not None and finished < budget.trials):
+        update_run(out, state="interrupted", finished_trials=finished)
+        raise SearchInterrupted(f"search interrupted after {finished} of {budget} finished; continue it with "
+                                f"autoaug search --resume --out {out}")
+
+
+def _retrain(config: dict, seed: int, data: tuple[ArrayData, ArrayData], settings: _Settings, epochs: int) -> float:
+    """One longer run of a candidate with another seed; NaN when it fails."""
+    torch.set_num_threads(settings.cpus)
+    train_config = replace(settings.train_config, seed=seed, epochs=epochs)
+    result = train(settings.space.decode(config), *data, train_config)
+    return result.val_accuracy if result.status == "ok" else float("nan")
+
+
+def _retrain_top(candidates: list[Candidate], options: SearchOptions, data: tuple[ArrayData, ArrayData],
+                 settings: _Settings, resources: _Resources) -> list[Candidate]:
+    """Single short trials are noisy: re-train the top k longer with more seeds; rank by the mean."""
+    top = candidates[: options.top_k]
+    if len(top) < 2 or options.algo == "pbt":  # one candidate needs no ranking; PBT's are schedules
+        return candidates
+    remote = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus)(_retrain)
+    data_ref = ray.put(data)
+    seeds = [options.seed + 1000 + s for s in range(options.top_k_seeds)]
+    futures = [[remote.remote(c.config, s, data_ref, settings, options.retrain_epochs) for s in seeds] for c in top]
+    rescored = [replace(c, retrain_scores=tuple(ray.get(f))) for c, f in zip(top, futures)]
+    return choose(rescored + candidates[options.top_k:])
+
+
+def _finish(options: SearchOptions, space: SearchSpace, grid: Any, data: tuple[ArrayData, ArrayData],
+            resources: _Resources, out: Path) -> SearchOutcome:
+    rows = pq.read_table(out / "trials.parquet").to_pylist() if (out / "trials.parquet").exists() else []
+    configs = {r.metrics["trial_id"]: r.config for r in grid if r.metrics and "trial_id" in r.metrics}
+    counts = {"trials": len(grid), "failed": grid.num_errors}
+    candidates = rank_candidates(rows, configs, options.epochs)
+    if not candidates:
+        update_run(out, state="failed", **counts)
+        raise AutoaugError(f"no trial finished all {options.epochs} epochs ({counts['failed']} of {counts['trials']} "
+                           f"failed); see {out / 'trials.parquet'}")
+    settings = _Settings(space, train_config(options, space), options.cpus_per_trial)
+    ranked = _retrain_top(candidates, options, data, settings, resources)
+    top = ranked[: max(1, options.top_k)]
+    policies = [policy_for(options, space, c, rows, rank=rank, versions=_versions()) for rank, c in enumerate(top, 1)]
+    top_paths = write_top(out, policies)
+    completed, stopped = len(candidates), grid.num_terminated - len(candidates)
+    update_run(out, state="finished", finished=now(), chosen_trial=top[0].trial_id, completed=completed,
+               stopped_early=stopped, candidates=candidate_table(ranked[: max(options.top_k, 1)]), **counts)
+    return SearchOutcome(policies[0], top[0].score, top[0].trial_id, counts["trials"], completed, stopped,
+                         counts["failed"], out, out / "policy.json", out / "trials.parquet", out / "run.json",
+                         top_paths)
+
+
+def _versions() -> dict[str, str]:
+    return {**library_versions(), "ray": ray.__version__, "nevergrad": version("nevergrad")}

@@ -1,0 +1,52 @@
+"""`autoaug evaluate`: the final protocol, policies side by side over seeds."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from autoaug.evaluate import EvaluationOptions, PolicyScore, run_evaluation
+from autoaug_cli.app import app
+
+
+@app.command()
+def evaluate(
+    policies: Annotated[list[str], typer.Argument(help="Policy files or shipped names (cropflip, randaugment, ...).")],
+    dataset: Annotated[str, typer.Option(help="Dataset name, .npz file or image folder.")] = "digits",
+    model: Annotated[str, typer.Option(help="Backbone (see `autoaug list models`).")] = "preact_resnet18",
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    seeds: Annotated[int, typer.Option(min=1, help="Runs per policy; mean ± std is reported.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 512,
+    lr: Annotated[float, typer.Option(min=0.0)] = 0.4,
+    data_dir: Annotated[Optional[str], typer.Option(help="Folder holding the dataset files.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write evaluation.json and evaluation.parquet here.")] = None,
+) -> None:
+    """Train on the full training set and compare test accuracy of policies over seeds."""
+    options = EvaluationOptions(tuple(policies), dataset, data_dir, model, epochs, seeds, device, batch_size, lr, out)
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("evaluating", total=len(policies) * seeds * epochs)
+
+        def show(p) -> None:
+            bar.update(task, completed=p.run * p.epochs + p.metrics.epoch,
+                       description=f"{p.policy} seed {p.seed} epoch {p.metrics.epoch}/{p.epochs} "
+                                   f"acc {p.metrics.val_accuracy:.3f}")
+
+        scores = run_evaluation(options, on_progress=show)
+    Console().print(_table(scores, options))
+
+
+def _table(scores: list[PolicyScore], options: EvaluationOptions) -> Table:
+    table = Table(title=f"test accuracy: {options.dataset}, {options.model}, {options.epochs} epochs")
+    for name in ("policy", "mean", "± std", "runs", "failed"):
+        table.add_column(name, justify="left" if name == "policy" else "right")
+    for s in sorted(scores, key=lambda s: -s.mean if s.accuracies else 1.0):
+        table.add_row(s.policy, f"{100 * s.mean:.2f}%", f"{100 * s.std:.2f}", str(len(s.accuracies)),
+                      "; ".join(s.failures) or "0")
+    return table

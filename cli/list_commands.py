@@ -1,0 +1,91 @@
+"""`autoaug list ops|policies|models|datasets`: what this autoaug knows about."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from autoaug.errors import AutoaugError, UnknownNameError
+from autoaug.ops import OPS, NativeRange
+from autoaug.policy import load_policy
+from autoaug.resources import shipped_policies
+from autoaug_cli.app import app
+
+
+def _range(native: NativeRange) -> str:
+    return "-" if native.unit == "none" else f"{native.low:.3g} to {native.high:.3g} {native.unit}"
+
+
+def ops_table() -> Table:
+    table = Table(title="ops (magnitude 0 to 1 maps to low to high)")
+    for name in ("name", "signed", "standard range", "wide range"):
+        table.add_column(name)
+    for spec in OPS.values():
+        wide = "same" if spec.wide == spec.standard else _range(spec.wide)
+        table.add_row(spec.name, "yes" if spec.signed else "", _range(spec.standard), wide)
+    return table
+
+
+def policies_table() -> Table:
+    table = Table(title="shipped policies (use the name wherever a policy file is expected)")
+    for name in ("name", "kind", "description"):
+        table.add_column(name)
+    for name, path in shipped_policies().items():
+        try:
+            policy = load_policy(path)
+            table.add_row(name, policy.augment.kind, policy.description)
+        except AutoaugError as error:  # one broken file should not hide the others
+            table.add_row(name, "[red]invalid[/red]", str(error))
+    return table
+
+
+def _parameter_count(name: str) -> int:
+    """Parameters with 10 classes; built on the meta device (no memory, no init) where the model allows."""
+    from autoaug.models import build_model, count_parameters
+
+    try:
+        with torch.device("meta"):
+            return count_parameters(build_model(name, num_classes=10))
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return count_parameters(build_model(name, num_classes=10))
+
+
+def models_table() -> Table:
+    from autoaug.models import MODELS, list_models  # written alongside; imported only when listed
+
+    table = Table(title="models (parameters with 10 classes)")
+    for name in ("name", "parameters", "published"):
+        table.add_column(name, justify="left" if name == "name" else "right")
+    for name in list_models():
+        published = MODELS[name].published_params
+        table.add_row(name, f"{_parameter_count(name):,}", f"{published:,}" if published else "-")
+    return table
+
+
+def datasets_table() -> Table:
+    from autoaug.datasets import list_datasets
+
+    table = Table(title="datasets")
+    table.add_column("name")
+    for name in list_datasets():
+        table.add_row(str(name))
+    return table
+
+
+TARGETS: dict[str, Callable[[], Table]] = {
+    "ops": ops_table, "policies": policies_table, "models": models_table, "datasets": datasets_table,
+}
+
+
+@app.command(name="list")
+def list_command(
+    target: Annotated[str, typer.Argument(help=f"What to list: {', '.join(TARGETS)}.")],
+) -> None:
+    """List ops, shipped policies, models or datasets."""
+    if target not in TARGETS:
+        raise UnknownNameError("list target", target, TARGETS)
+    Console().print(TARGETS[target]())

@@ -1,0 +1,121 @@
+"""`autoaug search`: options in, one library call, a live display out."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from datetime import datetime
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from autoaug.search.options import SearchOptions
+from autoaug.search.outcome import Progress, SearchOutcome
+from autoaug_cli.app import app, fail
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+class _Display:
+    """The latest progress, rendered with a clock that ticks between reports.
+
+    The live view starts with the first report, so that an error found before any trial runs stays
+    the single line it is.
+    """
+
+    def __init__(self) -> None:
+        self.progress, self.start, self.at = Progress(0, 0, 0, None, None, 0.0, None), time.monotonic(), None
+        self.live: Live | None = None
+
+    def update(self, progress: Progress) -> None:
+        self.progress, self.at = progress, time.monotonic()
+        if self.live is None:
+            self.live = Live(self, console=Console(stderr=True), refresh_per_second=2)
+            self.live.start()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def __rich__(self) -> Table:
+        p, since = self.progress, time.monotonic() - (self.at or self.start)
+        remaining = None if p.remaining is None else max(0.0, p.remaining - since)
+        total = "?" if p.total is None else str(p.total)
+        best = "-" if p.best is None else f"{100 * p.best:.2f}%"
+        table = Table.grid(padding=(0, 2))
+        table.add_row("trials", f"{p.done}/{total} done", f"{p.running} running", f"{p.failed} failed")
+        table.add_row("best val", best, f"elapsed {_clock(time.monotonic() - self.start)}",
+                      f"remaining ~{_clock(remaining)}")
+        return table
+
+
+def _summary(outcome: SearchOutcome) -> dict:
+    return {"policy": str(outcome.policy_path), "validation_score": outcome.score, "chosen_trial": outcome.chosen_trial,
+            "trials": outcome.trials, "completed": outcome.completed, "stopped_early": outcome.stopped_early,
+            "failed": outcome.failed, "out": str(outcome.out), "trials_table": str(outcome.trials_path),
+            "run": str(outcome.run_path), "top": [str(p) for p in outcome.top_paths]}
+
+
+@app.command()
+def search(
+    dataset: Annotated[str, typer.Option(help="Dataset name, .npz file or image folder.")] = "digits",
+    budget: Annotated[str, typer.Option(help="Trials (200) or a duration (90s, 30m, 2h).")] = "20",
+    space: Annotated[str, typer.Option(help="Shipped space name or a .yaml file.")] = "default",
+    model: Annotated[str, typer.Option(help="Backbone trained in each trial.")] = "proxy",
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs per trial.")] = 5,
+    algo: Annotated[str, typer.Option(help="nevergrad, random or pbt.")] = "nevergrad",
+    scheduler: Annotated[str, typer.Option(help="asha (early stopping) or fifo.")] = "asha",
+    gpus_per_trial: Annotated[Optional[float], typer.Option(help="GPU share per trial (0.25 where there is a GPU; always 0 without).")] = None,
+    cpus_per_trial: Annotated[int, typer.Option(min=1)] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    train_size: Annotated[Optional[int], typer.Option(help="Class-balanced training subset.")] = None,
+    val_size: Annotated[float, typer.Option(help="Validation carved from training: fraction or count.")] = 0.2,
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    data_dir: Annotated[Optional[str], typer.Option()] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Optional[str], typer.Option(help="Output folder (default: autoaug-runs/<dataset>-<time>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted search in --out.")] = False,
+    address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (host:port or auto).")] = None,
+    top_k: Annotated[int, typer.Option(min=0, help="Re-train the best k longer, with 2 seeds, before choosing.")] = 3,
+    top_k_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of those runs (default: 2 x --epochs).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary, nothing else.")] = False,
+) -> None:
+    """Search augmentation policies; writes policy.json, top/, trials.parquet and run.json."""
+    if resume and out is None:
+        fail("--resume needs --out DIR: the folder of the search to continue")
+    out = out or f"autoaug-runs/{dataset.rstrip('/').replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
+    options = SearchOptions(dataset=dataset, data_dir=data_dir, space=space, model=model, epochs=epochs,
+                            budget=budget, algo=algo, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
+                            cpus_per_trial=cpus_per_trial, device=device, train_size=train_size, val_size=val_size,
+                            batch_size=batch_size, seed=seed, out=out, resume=resume, address=address,
+                            top_k=top_k, top_k_epochs=top_k_epochs)
+    outcome = _run(options, as_json)  # Ctrl-C: SearchInterrupted, one line saying how to resume
+    if as_json:
+        print(json.dumps(_summary(outcome)))
+        return
+    Console(soft_wrap=True).print(
+        f"chosen policy [bold]{outcome.policy.name}[/]: validation accuracy {100 * outcome.score:.2f}% "
+        f"(trial {outcome.chosen_trial}; {outcome.trials} trials: {outcome.completed} completed, "
+        f"{outcome.stopped_early} stopped early, {outcome.failed} failed)\n"
+        f"written to {outcome.policy_path} (top-k in top/, every trial in trials.parquet)")
+
+
+def _run(options: SearchOptions, as_json: bool) -> SearchOutcome:
+    warnings.filterwarnings("ignore")  # Ray's and nevergrad's import-time notices are not the user's concern
+    from autoaug.search.tune import run_search  # ray loads only for this command
+
+    if as_json:
+        return run_search(options)
+    display = _Display()
+    try:
+        return run_search(options, on_progress=display.update)
+    finally:
+        display.close()
