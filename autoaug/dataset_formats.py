@@ -12,6 +12,8 @@ from autoaug.errors import AutoaugError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# a pack of JPEG files: each split's files concatenated, with offsets (file i is jpeg[offsets[i]:offsets[i + 1]])
+JPEG_PACK_KEYS = ("train_jpeg", "train_offsets", "y_train", "test_jpeg", "test_offsets", "y_test")
 Split = tuple[np.ndarray, np.ndarray]  # images (any supported layout), integer labels
 Fetch = Callable[[Path], None]
 
@@ -202,20 +204,48 @@ def read_svhn(path: Path) -> Split:
 # ---- .npz and image folders ------------------------------------------------------------------------
 
 def read_npz(path: Path) -> tuple[Split, Split, tuple[str, ...] | None]:
-    """x_train, y_train, x_test, y_test (NHWC, NCHW or NHW uint8) and optional class_names."""
+    """x_train, y_train, x_test, y_test (NHWC, NCHW or NHW uint8) and optional class_names; or a JPEG pack
+    (train_jpeg, train_offsets, y_train and the same for test, as ../shared/data/cifar10-jpeg.npz)."""
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            missing = [k for k in NPZ_KEYS if k not in arrays]
-            if missing:
-                raise AutoaugError(f"{path}: missing arrays {', '.join(missing)} (expected {', '.join(NPZ_KEYS)} "
-                                   "and optionally class_names)")
-            x_train, y_train, x_test, y_test = (arrays[k] for k in NPZ_KEYS)
+            if all(k in arrays for k in JPEG_PACK_KEYS):
+                train, test = (_decode_pack(arrays, split, path) for split in ("train", "test"))
+            else:
+                missing = [k for k in NPZ_KEYS if k not in arrays]
+                if missing:
+                    raise AutoaugError(f"{path}: missing arrays {', '.join(missing)} (expected "
+                                       f"{', '.join(NPZ_KEYS)} and optionally class_names, or a JPEG pack: "
+                                       f"{', '.join(JPEG_PACK_KEYS)})")
+                train, test = (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
             names = tuple(str(c) for c in arrays["class_names"]) if "class_names" in arrays else None
     except AutoaugError:
         raise
     except Exception as error:  # not a zip, object arrays (refused without pickle), truncated file
         raise AutoaugError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
-    return (x_train, y_train), (x_test, y_test), names
+    return train, test, names
+
+
+def _decode_pack(arrays: np.lib.npyio.NpzFile, split: str, path: Path) -> Split:
+    """One split of a JPEG pack, decoded with Pillow (torchvision's decoders are deprecated)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    blob, offsets, labels = arrays[f"{split}_jpeg"], arrays[f"{split}_offsets"], arrays[f"y_{split}"]
+    if offsets.ndim != 1 or len(offsets) != len(labels) + 1 or offsets[0] != 0 or offsets[-1] != len(blob) \
+            or np.any(np.diff(offsets) <= 0):
+        raise AutoaugError(f"{path}: {split}_offsets must rise from 0 to the length of {split}_jpeg, one more "
+                           f"entry than y_{split} has labels")
+    images = []
+    for index, (start, end) in enumerate(zip(offsets[:-1], offsets[1:])):
+        try:
+            with Image.open(io.BytesIO(blob[start:end].tobytes())) as image:
+                images.append(np.asarray(image.convert("RGB")))
+        except (OSError, UnidentifiedImageError) as error:
+            raise AutoaugError(f"{path}: {split} JPEG {index} cannot be decoded ({error})") from None
+    if len({image.shape for image in images}) > 1:
+        raise AutoaugError(f"{path}: the {split} images differ in size; all must share one")
+    return np.stack(images), labels
 
 
 def read_image_folder(root: Path) -> tuple[Split, Split, tuple[str, ...]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from autoaug.datasets import load_dataset
 from autoaug.errors import AutoaugError
 from autoaug.policy import Policy, load_policy
 from autoaug.results import library_versions, write_json, write_parquet
-from autoaug.trainer import EpochMetrics, TrainConfig, train
+from autoaug.trainer import EpochMetrics, TrainConfig, auto_batch_size, train
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class EvaluationOptions:
     epochs: int = 10
     seeds: int = 1
     device: str = "auto"
-    batch_size: int = 512
+    batch_size: int | None = None  # None: the trainer's auto_batch_size of the training set
     lr: float = 0.4
     out: Path | None = None
 
@@ -67,6 +67,7 @@ def run_evaluation(options: EvaluationOptions, *,
     """Train each policy with ``options.seeds`` seeds on the full training set; score on the test set."""
     policies = _load_all(options.policies)
     dataset = load_dataset(options.dataset, data_dir=options.data_dir)
+    options = replace(options, batch_size=options.batch_size or auto_batch_size(len(dataset.train)))
     runs = len(policies) * options.seeds
     rows: list[dict] = []
     scores = []

@@ -31,7 +31,7 @@ class TrainConfig:
 
     model: str = "proxy"
     epochs: int = 10
-    batch_size: int = 512
+    batch_size: int | None = None  # None: auto_batch_size of the training set
     lr: float = 0.4
     momentum: float = 0.9
     nesterov: bool = True
@@ -44,7 +44,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
+        if self.epochs < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise AutoaugError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if self.schedule not in ("cosine", "onecycle"):
             raise AutoaugError(f"schedule must be 'cosine' or 'onecycle', got {self.schedule!r}")
@@ -79,6 +79,16 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return {"status": self.status, "message": self.message, "epochs": [asdict(e) for e in self.epochs]}
+
+
+def auto_batch_size(num_images: int, *, least: int = 32, most: int = 512) -> int:
+    """The largest power of two that gives an epoch at least 16 steps, within [least, most].
+
+    A fixed 512 would give a 1,000-image training set two steps an epoch: too few to learn anything
+    in the few epochs a search trial trains.
+    """
+    size = 1 << max(0, (num_images // 16).bit_length() - 1)
+    return max(least, min(most, size))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -191,7 +201,8 @@ class _Run:
         self.labels_cfg = _labels(policy, config)
         self.shuffle = torch.Generator(device).manual_seed(config.seed + 3)
         self.draws = torch.Generator().manual_seed(config.seed + 4)
-        self.steps_per_epoch = max(1, len(self.images) // config.batch_size)
+        self.batch_size = config.batch_size or auto_batch_size(len(self.images))
+        self.steps_per_epoch = max(1, len(self.images) // self.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.sandwich = SandwichStep(self.model, policy.width_resolution, self.draws) \
             if policy.width_resolution else None
@@ -227,7 +238,7 @@ class _Run:
         self.model.train()
         order = torch.randperm(len(self.images), generator=self.shuffle, device=self.device)
         total = torch.zeros((), device=self.device)
-        size = self.config.batch_size
+        size = self.batch_size
         for k in range(self.steps_per_epoch):
             total += self.step(epoch * self.steps_per_epoch + k, order[k * size:(k + 1) * size])
         return (total / self.steps_per_epoch).item(), self.steps_per_epoch * min(size, len(self.images))

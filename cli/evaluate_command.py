@@ -21,7 +21,7 @@ def evaluate(
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     seeds: Annotated[int, typer.Option(min=1, help="Runs per policy; mean ± std is reported.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1)] = 512,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Default: at least 16 steps an epoch, at most 512.")] = None,
     lr: Annotated[float, typer.Option(min=0.0)] = 0.4,
     data_dir: Annotated[Optional[str], typer.Option(help="Folder holding the dataset files.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write evaluation.json and evaluation.parquet here.")] = None,

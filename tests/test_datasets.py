@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
 import re
 import subprocess
@@ -253,6 +254,33 @@ def test_npz_class_names_and_errors(tmp_path):
         load_dataset(str(tmp_path / "d.npz"))
     with pytest.raises(AutoaugError, match="no such .npz file"):
         load_dataset(str(tmp_path / "absent.npz"))
+
+
+def test_jpeg_pack_decodes_real_cifar10_photos(cifar10_mini):
+    """The JPEG-pack .npz (../shared/data/cifar10-jpeg.npz's format) loads directly; pixels as Pillow decodes them."""
+    data = load_dataset(str(cifar10_mini))
+    assert (len(data.train), len(data.test), data.train.image_shape) == (1000, 200, (3, 32, 32))
+    assert data.train.classes[:2] == ("airplane", "automobile") and data.test.labels.bincount().tolist() == [20] * 10
+    with np.load(cifar10_mini) as pack:
+        blob, offsets = pack["test_jpeg"], pack["test_offsets"]
+        for i in (0, 77, 199):
+            with Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())) as image:
+                assert np.array_equal(np.asarray(image.convert("RGB")), data.test.images[i].permute(1, 2, 0).numpy())
+    mean = data.train.images.float().mean(dim=(0, 2, 3))
+    assert torch.allclose(mean, torch.tensor([125.3, 122.9, 113.9]), atol=8)  # CIFAR-10's known channel means
+
+
+def test_jpeg_pack_errors(cifar10_mini, tmp_path):
+    with np.load(cifar10_mini) as pack:
+        arrays = dict(pack)
+    np.savez(tmp_path / "short.npz", **{**arrays, "train_offsets": arrays["train_offsets"][:-1]})
+    with pytest.raises(AutoaugError, match="train_offsets must rise from 0"):
+        load_dataset(str(tmp_path / "short.npz"))
+    broken = arrays["test_jpeg"].copy()
+    broken[: arrays["test_offsets"][1]] = 7  # the first file is no JPEG any more
+    np.savez(tmp_path / "broken.npz", **{**arrays, "test_jpeg": broken})
+    with pytest.raises(AutoaugError, match="test JPEG 0 cannot be decoded"):
+        load_dataset(str(tmp_path / "broken.npz"))
 
 
 def _write_folder(root: Path, sizes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import math
 import zlib
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -24,14 +23,7 @@ NEAREST = InterpolationMode.NEAREST
 MAX_DIFFERING_SHARE = 0.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Thousands of per-image torchvision calls on tiny tensors: handing each to a second thread costs
-    more than the work (28 ms instead of 0.15 ms per 32x32 affine on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # thousands of per-image torchvision calls
 
 
 @functools.lru_cache(maxsize=None)

@@ -14,7 +14,6 @@ Known, deliberate differences from torchvision's transforms, not covered by the 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -40,14 +39,7 @@ TRIVIAL_LAST_BIT_SHARE = 0.015
 EDGE_OPS = {"Solarize", "TranslateX", "TranslateY", "ShearX", "ShearY"}  # where a last bit can cross an edge
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Thousands of per-image torchvision calls on tiny tensors: handing each to a second thread costs
-    more than the work (28 ms instead of 0.15 ms per 32x32 affine on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # thousands of per-image torchvision calls
 
 
 @functools.lru_cache(maxsize=None)

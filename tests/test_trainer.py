@@ -1,4 +1,4 @@
-"""The trainer on real images (digits): learning, determinism, every policy section, faults."""
+"""The trainer on real images (digits, a CIFAR-10 subset): learning, determinism, every policy section, faults."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,8 @@ import torch
 from autoaug.datasets import load_dataset, split_train_val
 from autoaug.errors import AutoaugError
 from autoaug.policy import Policy, policy_from_dict
-from autoaug.trainer import (TrainConfig, expected_calibration_error, low_resolution, lr_factor, train)
+from autoaug.trainer import (TrainConfig, auto_batch_size, expected_calibration_error, low_resolution, lr_factor,
+                             train)
 
 FAST = dict(model="proxy_tiny", batch_size=128, lr=0.2, device="cpu")
 
@@ -34,6 +35,22 @@ def test_learns_digits(digits):
     assert result.val_accuracy > 0.75  # 10 classes: chance is 0.1; 24 steps of a 76k-parameter net
     assert result.epochs[-1].train_loss < result.epochs[0].train_loss
     assert all(0 <= e.val_ece <= 1 and e.images_per_second > 0 for e in result.epochs)
+
+
+def test_learns_real_cifar10_photos(cifar10_mini):
+    """1,000 real CIFAR-10 training photos (100 a class), validation carved from them, never the test part."""
+    train_set, val_set = split_train_val(load_dataset(str(cifar10_mini)).train, val_size=200, seed=0)
+    result = train(_policy(pre=[{"op": "RandomCrop", "magnitude": 0.125}, {"op": "HorizontalFlip", "probability": 0.5}]),
+                   train_set, val_set, TrainConfig(epochs=8, model="proxy_tiny", device="cpu"))
+    assert result.status == "ok"
+    # chance is 0.1; measured 0.32 to 0.39 over seeds 0-3 (8 epochs of 800 images at batch 32: 200 steps, 4 s)
+    assert result.val_accuracy > 0.25
+    assert result.epochs[-1].train_loss < result.epochs[0].train_loss - 0.2
+
+
+@pytest.mark.parametrize(("images", "batch"), [(10, 32), (1150, 64), (8000, 256), (8192, 512), (45000, 512), (2048, 128)])
+def test_auto_batch_size_gives_an_epoch_at_least_16_steps(images, batch):
+    assert auto_batch_size(images) == batch
 
 
 def test_deterministic_on_cpu(digits):

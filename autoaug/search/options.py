@@ -12,7 +12,7 @@ from autoaug.datasets import DATASETS, ArrayData, load_dataset, split_train_val
 from autoaug.errors import AutoaugError
 from autoaug.models import MODELS
 from autoaug.search.space import SearchSpace
-from autoaug.trainer import TrainConfig
+from autoaug.trainer import TrainConfig, auto_batch_size
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
@@ -52,7 +52,7 @@ class SearchOptions:
     dataset: str = "digits"
     data_dir: str | None = None
     space: str = "default"
-    model: str = "proxy"
+    model: str = "auto"  # proxy where a GPU is there, proxy_tiny on CPU (see resolve_model)
     epochs: int = 5
     budget: str = "20"
     algo: str = "nevergrad"
@@ -62,7 +62,7 @@ class SearchOptions:
     device: str = "auto"
     train_size: int | None = None
     val_size: float = 0.2  # a fraction of the training split, or a number of images (>= 1)
-    batch_size: int = 256
+    batch_size: int | None = None  # None: the trainer's auto_batch_size of the training part
     lr: float = 0.4
     seed: int = 0
     out: str = "autoaug-runs/search"
@@ -76,7 +76,9 @@ class SearchOptions:
         for key, allowed in (("algo", ALGOS), ("scheduler", SCHEDULERS)):
             if getattr(self, key) not in allowed:
                 raise AutoaugError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        _at_least(self, ("epochs", "cpus_per_trial", "batch_size"), 1)
+        _at_least(self, ("epochs", "cpus_per_trial"), 1)
+        if self.batch_size is not None:
+            _at_least(self, ("batch_size",), 1)
         _at_least(self, ("top_k",), 0)
         _at_least(self, ("top_k_seeds",), 2)  # one seed cannot tell luck from a better policy
         if self.top_k_epochs is not None:
@@ -145,6 +147,19 @@ def resolve_gpus_per_trial(requested: float | None, *, device: str, cluster_gpus
     return share
 
 
+def resolve_model(name: str, *, device: str) -> str:
+    """``auto`` is the proxy net where trials train on a GPU, and its tiny variant on CPU.
+
+    The full proxy net trains about 90 images/s on one CPU core, the tiny one about 1,000, so on CPU
+    the tiny one is what makes a search of minutes possible.
+    """
+    if name != "auto":
+        MODELS[name]  # an unknown model is an UnknownNameError listing the known ones
+        return name
+    import torch
+    return "proxy" if device != "cpu" and torch.cuda.is_available() else "proxy_tiny"
+
+
 def prepare(options: SearchOptions) -> SearchOptions:
     """Absolute paths and a checked output folder; on resume, the interrupted search's own options."""
     out = Path(options.out).resolve()
@@ -156,7 +171,7 @@ def prepare(options: SearchOptions) -> SearchOptions:
         return resumed_options(saved, replace(options, out=str(out)))
     if (out / "tune").exists():
         raise AutoaugError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
-    paths = {"out": str(out)}
+    paths: dict[str, Any] = {"out": str(out), "model": resolve_model(options.model, device=options.device)}
     for key in ("space", "data_dir", "dataset"):  # so that a resumed search may start from another folder
         value = getattr(options, key)
         if value and Path(value).exists() and not (key == "dataset" and value in DATASETS):
@@ -174,6 +189,11 @@ def train_config(options: SearchOptions, space: SearchSpace) -> TrainConfig:
         raise AutoaugError(f"space {space.name} trains width/resolution sub-networks, which needs a slimmable "
                            f"model; {options.model} is not (slimmable: {slim})")
     return config
+
+
+def resolve_batch_size(options: SearchOptions, train: ArrayData) -> SearchOptions:
+    """The options with ``batch_size`` set, so that ``run.json`` records what the trials used."""
+    return options if options.batch_size is not None else replace(options, batch_size=auto_batch_size(len(train)))
 
 
 def search_data(options: SearchOptions) -> tuple[ArrayData, ArrayData]:

@@ -28,8 +28,8 @@ from ray.tune.experiment import Trial
 from autoaug.datasets import ArrayData
 from autoaug.errors import AutoaugError
 from autoaug.results import library_versions
-from autoaug.search.options import (Budget, SearchOptions, parse_budget, prepare, read_run, resolve_gpus_per_trial,
-                                    search_data, train_config)
+from autoaug.search.options import (Budget, SearchOptions, parse_budget, prepare, read_run, resolve_batch_size,
+                                    resolve_gpus_per_trial, search_data, train_config)
 from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, SearchOutcome, candidate_table, choose,
                                     config_columns, now, policy_for, rank_candidates, update_run, write_rows,
                                     write_top)
@@ -320,8 +320,10 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
     """
     options = prepare(options)
     out, space = Path(options.out), load_space(options.space)
-    settings = _Settings(space, train_config(options, space), options.cpus_per_trial)
+    train_config(options, space)  # a model unfit for the space is an error before the data loads
     data = search_data(options)
+    options = resolve_batch_size(options, data[0])
+    settings = _Settings(space, train_config(options, space), options.cpus_per_trial)
     _start_ray(options)
     resources = _resources(options)
     previous = read_run(out) if options.resume else {}
