@@ -18,7 +18,7 @@ from PIL import Image
 from autoaug.datasets import ArrayData, Dataset, balanced_subset, list_datasets, load_dataset, split_train_val
 from autoaug.errors import AutoaugError, UnknownNameError
 
-SHARED = Path("/work/shared/data")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
 Expected = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]  # NCHW x/y train, test, names
 
 

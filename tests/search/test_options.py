@@ -9,7 +9,10 @@ import pytest
 
 from autoaug.errors import AutoaugError
 from autoaug.policy import load_policy
-from autoaug.search.options import SearchOptions, parse_budget, resolve_gpus_per_trial, resumed_options
+from autoaug.datasets import load_dataset
+from autoaug.errors import UnknownNameError
+from autoaug.search.options import (SearchOptions, parse_budget, resolve_batch_size, resolve_gpus_per_trial,
+                                    resolve_model, resumed_options)
 from autoaug.search.outcome import (Candidate, candidate_table, choose, config_columns, rank_candidates, read_run,
                                     update_run, write_top)
 
@@ -47,6 +50,21 @@ def test_bad_options_are_user_errors(change, message):
 def test_retrain_epochs_default_to_twice_the_trials():
     assert SearchOptions(epochs=3).retrain_epochs == 6
     assert SearchOptions(epochs=3, top_k_epochs=4).retrain_epochs == 4
+
+
+def test_auto_model_is_the_tiny_proxy_on_cpu_and_names_are_checked(monkeypatch):
+    assert resolve_model("auto", device="cpu") == "proxy_tiny"
+    assert resolve_model("wrn_40_2", device="cpu") == "wrn_40_2"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert resolve_model("auto", device="auto") == "proxy" and resolve_model("auto", device="cpu") == "proxy_tiny"
+    with pytest.raises(UnknownNameError, match="did you mean 'resnet18'"):
+        resolve_model("resnet_18", device="cpu")
+
+
+def test_auto_batch_size_is_resolved_from_the_training_part_and_recorded():
+    train = load_dataset("digits").train  # 1,437 images: 89 per step of 16 -> 64
+    assert resolve_batch_size(SearchOptions(), train).batch_size == 64
+    assert resolve_batch_size(SearchOptions(batch_size=100), train).batch_size == 100
 
 
 def test_resume_takes_the_saved_options():
