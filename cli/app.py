@@ -1,6 +1,7 @@
 """The typer app and the entry point that turns user errors into one line on stderr."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+INTERNAL_ERROR = 1
 USER_ERROR = 2
 INTERRUPTED = 130
 
@@ -49,6 +51,11 @@ def main(argv: list[str] | None = None) -> None:
         if done.code == INTERRUPTED:  # typer turns Ctrl-C inside a command into a silent exit 130
             fail("interrupted", INTERRUPTED)
         raise
+    except Exception as error:  # a bug of ours, not the user's input: one line; the traceback on request
+        if os.environ.get("AUTOAUG_DEBUG"):
+            raise
+        fail(f"internal error: {type(error).__name__}: {error} (AUTOAUG_DEBUG=1 shows the traceback; "
+             "please report it)", INTERNAL_ERROR)
 
 
 from autoaug_cli import evaluate_command, list_commands, policy_commands, search_command  # noqa: E402,F401

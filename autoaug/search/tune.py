@@ -232,7 +232,8 @@ def _start_ray(options: SearchOptions) -> None:
     if options.address:
         ray.init(address=options.address, **kwargs)
     else:
-        ray.init(include_dashboard=False, num_cpus=os.cpu_count(), **kwargs)
+        # "local": a new instance of our own, even where `ray start` left a cluster running on this machine
+        ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count(), **kwargs)
 
 
 @dataclass(frozen=True)
