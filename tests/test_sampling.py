@@ -11,7 +11,7 @@ from torchvision.transforms.v2 import functional as F
 
 from autoaug.augment import BatchAugment
 from autoaug.ops import OPS
-from autoaug.policy import OpCall, Policy, RandAugment, SubPolicies, TrivialAugment, load_policy
+from autoaug.policy import OpCall, Policy, SubPolicies, TrivialAugment, load_policy
 from autoaug.sampling import IDENTITY, OP_NAMES, Plan, apply_plan, sample_plan, visible_fraction
 
 GOLDEN = Path(__file__).parent / "golden"

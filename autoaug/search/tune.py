@@ -321,10 +321,10 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
     """
     options = prepare(options)
     out, space = Path(options.out), load_space(options.space)
-    train_config(options, space)  # a model unfit for the space is an error before the data loads
+    config = train_config(options, space)  # a model unfit for the space is an error before the data loads
     data = search_data(options)
     options = resolve_batch_size(options, data[0])
-    settings = _Settings(space, train_config(options, space), options.cpus_per_trial)
+    settings = _Settings(space, replace(config, batch_size=options.batch_size), options.cpus_per_trial)
     _start_ray(options)
     resources = _resources(options)
     previous = read_run(out) if options.resume else {}
@@ -347,7 +347,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
     finally:
         _LIVE["hook"] = None
     _check_interrupted(grid, budget, out)
-    return _finish(options, space, grid, data, resources, out)
+    return _finish(options, settings, grid, data, resources, out)
 
 
 def _check_interrupted(grid: Any, budget: Budget, out: Path) -> None:
@@ -381,7 +381,7 @@ def _retrain_top(candidates: list[Candidate], options: SearchOptions, data: tupl
     return choose(rescored + candidates[options.top_k:])
 
 
-def _finish(options: SearchOptions, space: SearchSpace, grid: Any, data: tuple[ArrayData, ArrayData],
+def _finish(options: SearchOptions, settings: _Settings, grid: Any, data: tuple[ArrayData, ArrayData],
             resources: _Resources, out: Path) -> SearchOutcome:
     rows = pq.read_table(out / "trials.parquet").to_pylist() if (out / "trials.parquet").exists() else []
     configs = {r.metrics["trial_id"]: r.config for r in grid if r.metrics and "trial_id" in r.metrics}
@@ -391,10 +391,9 @@ def _finish(options: SearchOptions, space: SearchSpace, grid: Any, data: tuple[A
         update_run(out, state="failed", **counts)
         raise AutoaugError(f"no trial finished all {options.epochs} epochs ({counts['failed']} of {counts['trials']} "
                            f"failed); see {out / 'trials.parquet'}")
-    settings = _Settings(space, train_config(options, space), options.cpus_per_trial)
     ranked = _retrain_top(candidates, options, data, settings, resources)
     top = ranked[: max(1, options.top_k)]
-    policies = [policy_for(options, space, c, rows, rank=rank, versions=_versions()) for rank, c in enumerate(top, 1)]
+    policies = [policy_for(options, settings.space, c, rows, rank=rank, versions=_versions()) for rank, c in enumerate(top, 1)]
     top_paths = write_top(out, policies)
     completed, stopped = len(candidates), grid.num_terminated - len(candidates)
     update_run(out, state="finished", finished=now(), chosen_trial=top[0].trial_id, completed=completed,

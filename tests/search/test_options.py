@@ -7,10 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from autoaug.errors import AutoaugError
-from autoaug.policy import load_policy
 from autoaug.datasets import load_dataset
-from autoaug.errors import UnknownNameError
+from autoaug.errors import AutoaugError, UnknownNameError
+from autoaug.policy import load_policy
 from autoaug.search.options import (SearchOptions, parse_budget, resolve_batch_size, resolve_gpus_per_trial,
                                     resolve_model, resumed_options)
 from autoaug.search.outcome import (Candidate, candidate_table, choose, config_columns, rank_candidates, read_run,
