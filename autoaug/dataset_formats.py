@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,6 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # a pack of JPEG files: each split's files concatenated, with offsets (file i is jpeg[offsets[i]:offsets[i + 1]])
 JPEG_PACK_KEYS = ("train_jpeg", "train_offsets", "y_train", "test_jpeg", "test_offsets", "y_test")
 Split = tuple[np.ndarray, np.ndarray]  # images (any supported layout), integer labels
-Fetch = Callable[[Path], None]
 
 
 # ---- finding files, downloading what is absent --------------------------------------------------
@@ -32,66 +31,45 @@ def _find(folders: Sequence[Path], names: Sequence[str], suffixes: Sequence[str]
     return None
 
 
+class MissingDataError(AutoaugError):
+    """A named dataset's files are not where they were looked for; ``--download`` can fetch them.
+
+    ``problem`` says what is missing; the message adds how to fetch it, and the command line, which knows
+    the command the user ran, replaces that with the exact command (see ``autoaug_cli``).
+    """
+
+    def __init__(self, dataset: str, data_dir: Path | None, problem: str) -> None:
+        self.dataset, self.data_dir, self.problem = dataset, data_dir, problem
+        flags = "--download" if data_dir is not None else "--download --data-dir DIR"
+        super().__init__(f"{problem}; to fetch them (needs a network), add {flags} to the command "
+                         "(in Python: load_dataset(..., download=True, data_dir=...))")
+
+
 def locate(dataset: str, folders: Sequence[Path], names: Sequence[str], *, suffixes: Sequence[str] = ("",),
-           download: bool, fetch: Fetch, download_root: Path | None, hint: str = "") -> list[Path]:
+           download: bool, data_dir: Path | None, hint: str = "") -> list[Path]:
     """The paths of ``names`` in the first of ``folders`` that holds them all, downloading them if asked.
 
     ``suffixes`` are the accepted endings of each name (``("", ".gz")``: compressed or not).
     """
+    shown = ", ".join(n + ("(.gz)" if ".gz" in suffixes else "") for n in names)
     paths = _find(folders, names, suffixes)
     if paths is None and download:
-        if download_root is None:
-            raise AutoaugError(f"{dataset}: download=True (--download) needs data_dir (--data-dir), the folder "
-                               "to download into")
-        _download(dataset, download_root, fetch)
+        if data_dir is None:
+            raise MissingDataError(dataset, None, f"{dataset}: --download needs --data-dir, the folder to put "
+                                                  f"the files {shown} in")
+        from autoaug.download import download as fetch  # torchvision's downloader loads only when needed
+
+        fetch(dataset, data_dir)
         paths = _find(folders, names, suffixes)
+        if paths is None:
+            raise AutoaugError(f"{dataset}: downloaded into {data_dir}, but {shown} are still not in {folders[0]}")
     if paths is None:
-        shown = ", ".join(n + ("(.gz)" if ".gz" in suffixes else "") for n in names)
-        where = f"{folders[0]}" if folders else "data_dir (--data-dir), which was not given"
-        absent = " (no such folder)" if folders and not folders[0].is_dir() else ""
-        raise AutoaugError(f"{dataset}: expected the files {shown} in {where}{absent}{hint}; "
-                           "download=True (--download) fetches them where there is a network")
+        if not folders:
+            raise MissingDataError(dataset, None, f"{dataset}: no --data-dir given to find its files ({shown}) in")
+        absent = " (no such folder)" if not folders[0].is_dir() else ""
+        raise MissingDataError(dataset, data_dir, f"{dataset}: expected the files {shown} in {folders[0]}"
+                                                  f"{absent}{hint}")
     return paths
-
-
-def _download(dataset: str, root: Path, fetch: Fetch) -> None:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fetch(root)
-    except Exception as error:  # no network, a full disk, a changed mirror: all one user-facing failure
-        reason = " ".join(f"{type(error).__name__}: {error}".split())
-        raise AutoaugError(f"{dataset}: download into {root} failed ({reason})") from error
-
-
-# torchvision only downloads; it refuses CIFAR files whose md5 differs from the originals, so we read
-# every file ourselves.
-def fetch_cifar10(root: Path) -> None:
-    from torchvision.datasets import CIFAR10
-
-    for train in (True, False):
-        CIFAR10(str(root), train=train, download=True)
-
-
-def fetch_cifar100(root: Path) -> None:
-    from torchvision.datasets import CIFAR100
-
-    for train in (True, False):
-        CIFAR100(str(root), train=train, download=True)
-
-
-def fetch_fashion_mnist(root: Path) -> None:
-    """Into ``root/FashionMNIST/raw``, torchvision's layout."""
-    from torchvision.datasets import FashionMNIST
-
-    for train in (True, False):
-        FashionMNIST(str(root), train=train, download=True)
-
-
-def fetch_svhn(root: Path) -> None:
-    from torchvision.datasets import SVHN
-
-    for split in ("train", "test"):
-        SVHN(str(root), split=split, download=True)
 
 
 # ---- array layout --------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ def _cifar10(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> D
     """``<data_dir>/cifar-10-batches-py/``: data_batch_1..5, test_batch and batches.meta pickles."""
     names = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch", "batches.meta"]
     paths = formats.locate("cifar10", _folders(data_dir, "cifar-10-batches-py"), names, download=download,
-                           fetch=formats.fetch_cifar10, download_root=data_dir)
+                           data_dir=data_dir)
     classes = formats.read_cifar_names(paths[6], "label_names")
     train = _arrays(formats.read_cifar_split(paths[:5], "labels"), classes, paths[0].parent)
     return Dataset("cifar10", train, _arrays(formats.read_cifar_split(paths[5:6], "labels"), classes, paths[5]))
@@ -186,7 +186,7 @@ def _cifar10(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> D
 def _cifar100(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> Dataset:
     """``<data_dir>/cifar-100-python/``: train, test and meta pickles; 100 fine or 20 coarse classes."""
     paths = formats.locate("cifar100", _folders(data_dir, "cifar-100-python"), ["train", "test", "meta"],
-                           download=download, fetch=formats.fetch_cifar100, download_root=data_dir)
+                           download=download, data_dir=data_dir)
     kind = "coarse" if coarse_labels else "fine"
     classes = formats.read_cifar_names(paths[2], f"{kind}_label_names")
     train, test = (_arrays(formats.read_cifar_split([p], f"{kind}_labels"), classes, p) for p in paths[:2])
@@ -200,7 +200,7 @@ def _fashion_mnist(data_dir: Path | None, *, download: bool, coarse_labels: bool
     hint = "" if data_dir else " (apt-get install dataset-fashion-mnist puts them there)"
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     paths = formats.locate("fashion_mnist", folders, stems, suffixes=("", ".gz"), download=download,
-                           fetch=formats.fetch_fashion_mnist, download_root=data_dir, hint=hint)
+                           data_dir=data_dir, hint=hint)
     x_train, y_train, x_test, y_test = (formats.read_idx(p, ndim=n) for p, n in zip(paths, (3, 1, 3, 1)))
     return Dataset("fashion_mnist", _arrays((x_train, y_train), FASHION_MNIST_NAMES, paths[0]),
                    _arrays((x_test, y_test), FASHION_MNIST_NAMES, paths[2]))
@@ -210,7 +210,7 @@ def _fashion_mnist(data_dir: Path | None, *, download: bool, coarse_labels: bool
 def _svhn(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> Dataset:
     """train_32x32.mat and test_32x32.mat (the cropped digits) in data_dir."""
     paths = formats.locate("svhn", _folders(data_dir), ["train_32x32.mat", "test_32x32.mat"], download=download,
-                           fetch=formats.fetch_svhn, download_root=data_dir)
+                           data_dir=data_dir)
     train, test = (_arrays(formats.read_svhn(p), DIGIT_NAMES, p) for p in paths)
     return Dataset("svhn", train, test)
 

@@ -12,7 +12,7 @@ from autoaug.datasets import load_dataset
 from autoaug.errors import AutoaugError
 from autoaug.policy import Policy, load_policy
 from autoaug.results import library_versions, write_json, write_parquet
-from autoaug.trainer import EpochMetrics, TrainConfig, auto_batch_size, train
+from autoaug.trainer import EpochMetrics, TrainConfig, auto_batch_size, learning_rate_record, train
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,9 @@ class EvaluationOptions:
     seeds: int = 1
     device: str = "auto"
     batch_size: int | None = None  # None: the trainer's auto_batch_size of the training set
-    lr: float = 0.4
+    lr: float = TrainConfig.lr  # per 512 images; scaled linearly to the batch size (see trainer.scaled_lr)
     out: Path | None = None
+    download: bool = False  # fetch a named dataset's files into data_dir if absent
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def run_evaluation(options: EvaluationOptions, *,
                    on_progress: Callable[[Progress], None] | None = None) -> list[PolicyScore]:
     """Train each policy with ``options.seeds`` seeds on the full training set; score on the test set."""
     policies = _load_all(options.policies)
-    dataset = load_dataset(options.dataset, data_dir=options.data_dir)
+    dataset = load_dataset(options.dataset, data_dir=options.data_dir, download=options.download)
     options = replace(options, batch_size=options.batch_size or auto_batch_size(len(dataset.train)))
     runs = len(policies) * options.seeds
     rows: list[dict] = []
@@ -108,6 +109,7 @@ def _save(options: EvaluationOptions, scores: list[PolicyScore], rows: list[dict
     summary = {
         "options": {**asdict(options), "out": str(out)},
         "protocol": "train on the full training set, test accuracy at the last epoch",
+        "learning_rate": learning_rate_record(TrainConfig(lr=options.lr), options.batch_size),
         "results": [{"policy": s.policy, "mean": s.mean, "std": s.std, "accuracies": list(s.accuracies),
                      "failures": list(s.failures)} for s in scores],
         "versions": library_versions(),

@@ -9,12 +9,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from autoaug.dataset_formats import MissingDataError
 from autoaug.evaluate import EvaluationOptions, PolicyScore, run_evaluation
 from autoaug_cli.app import app
+from autoaug_cli.data_fix import missing_data_error
+from autoaug_cli.option_help import DEFAULT_LR, DOWNLOAD_HELP, LR_HELP
 
 
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     policies: Annotated[list[str], typer.Argument(help="Policy files or shipped names (cropflip, randaugment, ...).")],
     dataset: Annotated[str, typer.Option(help="Dataset name, .npz file or image folder.")] = "digits",
     model: Annotated[str, typer.Option(help="Backbone (see `autoaug list models`).")] = "preact_resnet18",
@@ -22,12 +26,14 @@ def evaluate(
     seeds: Annotated[int, typer.Option(min=1, help="Runs per policy; mean ± std is reported.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Default: at least 16 steps an epoch, at most 512.")] = None,
-    lr: Annotated[float, typer.Option(min=0.0)] = 0.4,
+    lr: Annotated[float, typer.Option(min=0.0, help=LR_HELP)] = DEFAULT_LR,
     data_dir: Annotated[Optional[str], typer.Option(help="Folder holding the dataset files.")] = None,
+    download: Annotated[bool, typer.Option(help=DOWNLOAD_HELP)] = False,
     out: Annotated[Optional[Path], typer.Option(help="Write evaluation.json and evaluation.parquet here.")] = None,
 ) -> None:
     """Train on the full training set and compare test accuracy of policies over seeds."""
-    options = EvaluationOptions(tuple(policies), dataset, data_dir, model, epochs, seeds, device, batch_size, lr, out)
+    options = EvaluationOptions(tuple(policies), dataset, data_dir, model, epochs, seeds, device, batch_size, lr, out,
+                                download=download)
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
@@ -38,7 +44,10 @@ def evaluate(
                        description=f"{p.policy} seed {p.seed} epoch {p.metrics.epoch}/{p.epochs} "
                                    f"acc {p.metrics.val_accuracy:.3f}")
 
-        scores = run_evaluation(options, on_progress=show)
+        try:
+            scores = run_evaluation(options, on_progress=show)
+        except MissingDataError as error:
+            raise missing_data_error(ctx, error, data_dir) from None
     Console().print(_table(scores, options))
 
 

@@ -12,9 +12,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from autoaug.dataset_formats import MissingDataError
 from autoaug.search.options import SearchOptions
 from autoaug.search.outcome import Progress, SearchOutcome
 from autoaug_cli.app import app, fail
+from autoaug_cli.data_fix import missing_data_error
+from autoaug_cli.option_help import DEFAULT_LR, DOWNLOAD_HELP, LR_HELP
 
 
 def _clock(seconds: float | None) -> str:
@@ -66,6 +69,7 @@ def _summary(outcome: SearchOutcome) -> dict:
 
 @app.command()
 def search(
+    ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="Dataset name, .npz file or image folder.")] = "digits",
     budget: Annotated[str, typer.Option(help="Trials (200) or a duration (90s, 30m, 2h).")] = "20",
     space: Annotated[str, typer.Option(help="Shipped space name or a .yaml file.")] = "default",
@@ -80,6 +84,8 @@ def search(
     val_size: Annotated[float, typer.Option(help="Validation carved from training: fraction or count.")] = 0.2,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Default: at least 16 steps an epoch, at most 512.")] = None,
     data_dir: Annotated[Optional[str], typer.Option()] = None,
+    download: Annotated[bool, typer.Option(help=DOWNLOAD_HELP)] = False,
+    lr: Annotated[float, typer.Option(min=0.0, help=LR_HELP)] = DEFAULT_LR,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Optional[str], typer.Option(help="Output folder (default: autoaug-runs/<dataset>-<time>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted search in --out.")] = False,
@@ -96,8 +102,11 @@ def search(
                             budget=budget, algo=algo, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                             cpus_per_trial=cpus_per_trial, device=device, train_size=train_size, val_size=val_size,
                             batch_size=batch_size, seed=seed, out=out, resume=resume, address=address,
-                            top_k=top_k, top_k_epochs=top_k_epochs)
-    outcome = _run(options, as_json)  # Ctrl-C: SearchInterrupted, one line saying how to resume
+                            top_k=top_k, top_k_epochs=top_k_epochs, download=download, lr=lr)
+    try:
+        outcome = _run(options, as_json)  # Ctrl-C: SearchInterrupted, one line saying how to resume
+    except MissingDataError as error:
+        raise missing_data_error(ctx, error, data_dir) from None
     if as_json:
         print(json.dumps(_summary(outcome)))
         return

@@ -9,10 +9,10 @@ import torch
 from autoaug.datasets import load_dataset, split_train_val
 from autoaug.errors import AutoaugError
 from autoaug.policy import Policy, policy_from_dict
-from autoaug.trainer import (TrainConfig, auto_batch_size, expected_calibration_error, low_resolution, lr_factor,
-                             train)
+from autoaug.trainer import (TrainConfig, Trainer, auto_batch_size, expected_calibration_error, learning_rate_record,
+                             low_resolution, lr_factor, scaled_lr, train)
 
-FAST = dict(model="proxy_tiny", batch_size=128, lr=0.2, device="cpu")
+FAST = dict(model="proxy_tiny", batch_size=128, lr=0.8, device="cpu")  # 0.8 per 512 images: 0.2 at 128
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +164,37 @@ def test_expected_calibration_error_on_known_values():
     # bin of 0.95: accuracy 1 vs confidence 0.95; bin of 0.55: accuracy 0.5 vs 0.55 -> (0.1 + 0.1) / 4
     assert expected_calibration_error(confidence, correct) == pytest.approx(0.05)
     assert math.isclose(expected_calibration_error(torch.ones(3), torch.ones(3)), 0.0, abs_tol=1e-7)
+
+
+def test_lr_is_per_512_images_and_scales_linearly_with_the_batch():
+    assert scaled_lr(0.4, 512) == 0.4
+    assert scaled_lr(0.4, 64) == pytest.approx(0.05)
+    assert scaled_lr(0.8, 1024) == pytest.approx(1.6)
+    assert learning_rate_record(TrainConfig(lr=0.4, warmup_fraction=0.1, schedule="onecycle"), 128) == \
+        {"lr_per_512_images": 0.4, "batch_size": 128, "peak_lr": 0.1, "warmup_fraction": 0.1, "schedule": "onecycle"}
+
+
+def test_the_optimizer_runs_at_the_scaled_rate_times_the_schedule():
+    """100 images at batch 25: 4 steps an epoch, 8 in all, warm-up 2 steps (a quarter)."""
+    config = TrainConfig(model="proxy_tiny", epochs=2, batch_size=25, lr=0.8, warmup_fraction=0.25, device="cpu")
+    trainer = Trainer(_policy(), *_tiny(), config)
+    rates = []
+    original = trainer._run.optimizer.step
+
+    def spy(*args, **kwargs):
+        rates.append([group["lr"] for group in trainer._run.optimizer.param_groups])
+        return original(*args, **kwargs)
+
+    trainer._run.optimizer.step = spy
+    trainer.run_epoch()
+    peak = 0.8 * 25 / 512  # 0.0390625
+    # warm-up 1/2, 2/2 of the peak, then cosine over the 6 remaining steps: 0.5 * (1 + cos(pi * k / 6))
+    expected = [peak * 0.5, peak, peak * 1.0, peak * 0.9330127018922193]
+    assert [r[0] for r in rates] == pytest.approx(expected)
+    assert all(r[0] == r[1] for r in rates)  # decayed and undecayed parameters share one rate
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.1, float("nan"), float("inf")])
+def test_a_learning_rate_must_be_positive_and_finite(lr):
+    with pytest.raises(AutoaugError, match=r"lr must be a positive number \(the rate per 512 images\), got"):
+        TrainConfig(lr=lr)

@@ -20,7 +20,7 @@ ALGOS = ("nevergrad", "random", "pbt")
 SCHEDULERS = ("asha", "fifo")
 DEFAULT_GPU_SHARE = 0.25  # four proxy-net trials share a GPU: one alone leaves most of it idle
 # options a resumed search may change; everything else comes from the interrupted search's run.json
-RESUME_MAY_CHANGE = ("out", "resume", "address", "device", "gpus_per_trial", "cpus_per_trial")
+RESUME_MAY_CHANGE = ("out", "resume", "address", "device", "gpus_per_trial", "cpus_per_trial", "download")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class SearchOptions:
     train_size: int | None = None
     val_size: float = 0.2  # a fraction of the training split, or a number of images (>= 1)
     batch_size: int | None = None  # None: the trainer's auto_batch_size of the training part
-    lr: float = 0.4
+    lr: float = TrainConfig.lr  # per 512 images; scaled linearly to the batch size (see trainer.scaled_lr)
     seed: int = 0
     out: str = "autoaug-runs/search"
     resume: bool = False
@@ -71,6 +71,7 @@ class SearchOptions:
     top_k: int = 3
     top_k_epochs: int | None = None  # None: twice ``epochs``
     top_k_seeds: int = 2
+    download: bool = False  # fetch a named dataset's files into data_dir if absent
 
     def __post_init__(self) -> None:
         for key, allowed in (("algo", ALGOS), ("scheduler", SCHEDULERS)):
@@ -92,7 +93,7 @@ class SearchOptions:
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise AutoaugError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.lr <= 0:
-            raise AutoaugError(f"lr must be > 0, got {self.lr}")
+            raise AutoaugError(f"lr must be > 0 (the rate per 512 images), got {self.lr}")
         parse_budget(self.budget)
 
     @property
@@ -198,7 +199,7 @@ def resolve_batch_size(options: SearchOptions, train: ArrayData) -> SearchOption
 
 def search_data(options: SearchOptions) -> tuple[ArrayData, ArrayData]:
     """``(train, validation)``, both carved from the training split: a search never sees the test split."""
-    dataset = load_dataset(options.dataset, data_dir=options.data_dir)
+    dataset = load_dataset(options.dataset, data_dir=options.data_dir, download=options.download)
     val_size = options.val_size if options.val_size < 1 else int(options.val_size)
     return split_train_val(dataset.train, val_size=val_size, seed=options.seed, train_size=options.train_size)
 

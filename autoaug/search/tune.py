@@ -34,7 +34,7 @@ from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, Sear
                                     config_columns, now, policy_for, rank_candidates, update_run, write_rows,
                                     write_top)
 from autoaug.search.space import Domain, SearchSpace, load_space
-from autoaug.trainer import EpochMetrics, TrainConfig, Trainer, train
+from autoaug.trainer import EpochMetrics, TrainConfig, Trainer, learning_rate_record, train
 
 METRIC = "val_accuracy"
 _METRIC_COLUMNS = ("epoch", METRIC, "train_loss", "val_loss", "val_ece", "images_per_second", "epoch_seconds",
@@ -329,6 +329,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
     resources = _resources(options)
     previous = read_run(out) if options.resume else {}
     update_run(out, state="running", options=options.to_dict(), versions=_versions(),
+               learning_rate=learning_rate_record(config, options.batch_size),
                resources=resources.__dict__, started=previous.get("started", now()),
                resumed=previous.get("resumed", []) + ([now()] if options.resume else []))
     function = _pbt_trial if options.algo == "pbt" else _trial

@@ -37,10 +37,13 @@ def _epochs_by_trial(rows: list[dict]) -> dict[str, list[int]]:
 
 def test_search_with_nevergrad_and_asha_writes_rows_and_chooses_by_the_rule(tmp_path):
     out = tmp_path / "run"
-    done = _search(*FAST, "--budget", "6", "--top-k", "2", "--top-k-epochs", "2", "--out", str(out), "--json")
+    done = _search(*FAST, "--budget", "6", "--top-k", "2", "--top-k-epochs", "2", "--out", str(out), "--json",
+                   "--lr", "0.8")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)  # one JSON document and nothing else on stdout
     rows, run = _rows(out), json.loads((out / "run.json").read_text())
+    # --lr is per 512 images: at batch 64 the trials trained at 0.8 * 64 / 512
+    assert run["options"]["lr"] == 0.8 and run["learning_rate"]["peak_lr"] == pytest.approx(0.1)
     epochs = _epochs_by_trial(rows)
     assert len(epochs) == 6 and len(rows) == sum(len(e) for e in epochs.values())  # one row per trial x epoch
     assert all(e == list(range(1, len(e) + 1)) for e in epochs.values())
