@@ -37,3 +37,14 @@ def test_evaluation_json_records_the_learning_rate_used(tmp_path):
     assert record["learning_rate"] == {"lr_per_512_images": 0.8, "batch_size": 64, "peak_lr": 0.1,
                                        "warmup_fraction": 0.05, "schedule": "cosine"}
     assert record["options"]["lr"] == 0.8 and record["options"]["batch_size"] == 64
+
+
+@pytest.mark.parametrize("command", ["evaluate", "search"])
+def test_help_says_lr_is_per_512_images_and_offers_download(command, capsys):
+    from autoaug_cli import app as cli_app
+
+    with pytest.raises(SystemExit) as done:
+        cli_app.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert done.value.code == 0
+    assert "--lr" in text and "Learning rate per 512 images" in text and "--download" in text
