@@ -108,9 +108,9 @@ def resolve_device(name: str) -> torch.device:
 def scaled_lr(lr: float, batch_size: int) -> float:
     """The peak rate for ``batch_size`` from ``lr``, the rate per 512 images: the linear scaling rule.
 
-    A fixed rate diverges at small batches (0.4 at batch 64 left preact_resnet18 at 49% on digits) and
-    undertrains at large ones; scaling it with the batch keeps the step size per image constant
-    (Goyal et al. 2017, with the warm-up of ``lr_factor``).
+    A fixed rate tuned for batch 512 diverges at small batches (0.4 at batch 64 left preact_resnet18 at
+    49% on digits); scaling it with the batch keeps the step size per image constant (Goyal et al.
+    2017, with the warm-up of ``lr_factor``).
     """
     return lr * batch_size / LR_REFERENCE_BATCH
 
