@@ -118,25 +118,38 @@ def local_ray():
     ray.shutdown()
 
 
-def test_kill_9_then_sigterm_lose_nothing_and_the_search_finishes(local_ray, tmp_path, monkeypatch):
-    """One kill -9 of everything; the resumed search (in this process) is stopped with SIGTERM as
-    `kill PID` or a scheduler would; a second resume finishes it with every finished trial intact."""
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_first", [True, False], ids=["kill-9-then-sigterm", "sigterm"])
+def test_sigterm_ends_a_search_resumably_and_nothing_finished_is_lost(local_ray, tmp_path, monkeypatch, kill_first):
+    """(One kill -9 of everything first;) the search, in this process, is stopped with SIGTERM as `kill PID`
+    or a job scheduler would; a resume finishes it with every finished trial intact."""
     out = tmp_path / "run"
-    kept = _kill_and_check(out, [3])
-    monkeypatch.setenv(EPOCH_SECONDS_ENV, "0.1")
+    kept = _kill_and_check(out, [3]) if kill_first else {}
+    _sigterm_then_finish(out, kept, monkeypatch)
+
+
+def test_sigterm_ends_a_search_resumably(local_ray, tmp_path, monkeypatch):
+    _sigterm_then_finish(tmp_path / "run", {}, monkeypatch)
+
+
+def _sigterm_then_finish(out: Path, kept: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(EPOCH_SECONDS_ENV, "0.05")
     sent: list[int] = []
     handler = signal.getsignal(signal.SIGTERM)
 
     def stop_soon(progress: Progress) -> None:
-        if progress.done >= len({key[0] for key in kept}) + 2 and not sent:
+        if progress.done >= len({key[0] for key in kept}) + 3 and not sent:
             sent.append(progress.done)
             os.kill(os.getpid(), signal.SIGTERM)
 
+    options = SearchOptions(out=str(out), resume=True) if kept else \
+        SearchOptions(dataset="digits", model="synthetic", budget=str(BUDGET), epochs=3, top_k=2, seed=5, out=str(out))
     with pytest.raises(SearchInterrupted, match="autoaug search --resume --out"):
-        run_search(SearchOptions(out=str(out), resume=True), on_progress=stop_soon)
+        run_search(options, on_progress=stop_soon)
     assert sent and json.loads((out / "run.json").read_text())["state"] == "interrupted"
     assert signal.getsignal(signal.SIGTERM) is handler, "the search gives SIGTERM back"
     interrupted = _finished(out)
+    assert len({key[0] for key in interrupted}) >= sent[0]
     assert {k: v for k, v in interrupted.items() if k in kept} == kept
     outcome = run_search(SearchOptions(out=str(out), resume=True))
     final = _finished(out)
