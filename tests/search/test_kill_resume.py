@@ -113,9 +113,11 @@ def test_repeated_kill_9_and_resume_lose_no_finished_trial(tmp_path):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    os.environ[EPOCH_SECONDS_ENV] = "0.05"  # Ray's workers take the environment of its start
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield
     ray.shutdown()
+    del os.environ[EPOCH_SECONDS_ENV]
 
 
 @pytest.mark.slow
@@ -133,7 +135,6 @@ def test_sigterm_ends_a_search_resumably(local_ray, tmp_path, monkeypatch):
 
 
 def _sigterm_then_finish(out: Path, kept: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(EPOCH_SECONDS_ENV, "0.05")
     sent: list[int] = []
     handler = signal.getsignal(signal.SIGTERM)
 

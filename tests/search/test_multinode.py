@@ -66,7 +66,8 @@ def test_trials_spread_over_nodes_and_a_lost_node_loses_no_finished_trial(tmp_pa
     final = _finished(out)
     assert {k: v for k, v in final.items() if k in before_loss} == before_loss
     nodes = {r["node_id"] for r in read_trials(out) if r.get("node_id")}
-    assert len(nodes) >= 2, nodes
+    assert len(nodes) >= 2, ((out / "run.json").read_text(), [(r["trial_id"], r["status"], r.get("node_id"))
+                                                            for r in read_trials(out)])
     statuses = {r["trial_id"]: r["status"] for r in read_trials(out)}
     assert set(statuses.values()) <= {"completed", "failed"} and outcome.trials == len(statuses) == 14
     assert outcome.completed == sum(s == "completed" for s in statuses.values()) >= 4
