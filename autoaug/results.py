@@ -5,6 +5,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,14 @@ class TrialRecord:
     the table on every event grew with it: 83 ms at 10,000 rows).  Once a trial has a final status its
     rows never change: events about it that come later (a resumed search running it again) are ignored.
     A line cut short by a kill is ignored too; the events before it stand.
+
+    The table is rewritten from time to time during a search (so that it is current to within a
+    second or so) but never for more than 1/``REFRESH_RATIO`` of the time: its cost grows with the
+    rows, so the pause between rewrites grows with it.  ``read_trials`` is always exact.
     """
+
+    REFRESH_RATIO = 50  # wait at least 50 x the last rewrite's duration before the next: <= 2 % of the time
+    REFRESH_MIN_SECONDS = 1.0
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
@@ -69,6 +77,7 @@ class TrialRecord:
         self.best: float | None = None
         self.seq = 0
         self._log: Any = None
+        self._next_refresh = time.monotonic() + self.REFRESH_MIN_SECONDS
         self._load()
 
     def _load(self) -> None:
@@ -117,6 +126,8 @@ class TrialRecord:
             self._log = open(self.out / TRIALS_LOG, "ab", buffering=0)  # noqa: SIM115 - kept open between events
         # one write call per event: once it returns, the line survives a kill of this process
         self._log.write(json.dumps({"seq": self.seq, **event}, default=str).encode() + b"\n")
+        if time.monotonic() >= self._next_refresh:
+            self.compact()
 
     def _apply(self, event: dict[str, Any]) -> bool:
         """Apply an event to the rows in memory; False for one that changes nothing (a final trial's)."""
@@ -171,12 +182,15 @@ class TrialRecord:
 
     def compact(self) -> Path | None:
         """Write every row to ``trials.parquet`` (atomically) and empty the log it now holds."""
+        start = time.monotonic()
         rows = self.table()
         if not rows:
             return None
         path = write_parquet(rows, self.out / TRIALS_FILE, metadata={_SEQ_KEY: str(self.seq).encode()})
         self.close()
         (self.out / TRIALS_LOG).unlink(missing_ok=True)  # a kill before this line: its events are <= seq
+        took = time.monotonic() - start
+        self._next_refresh = time.monotonic() + max(self.REFRESH_MIN_SECONDS, self.REFRESH_RATIO * took)
         return path
 
     def close(self) -> None:

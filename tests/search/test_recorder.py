@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +15,12 @@ from autoaug.search import tune as search_tune
 from autoaug.search.options import Budget
 from autoaug.search.space import load_space
 from autoaug.search.synthetic import quality, synthetic_scores
+
+
+@pytest.fixture(autouse=True)
+def no_refresh(monkeypatch):
+    """No table rewrites mid-way unless a test asks: each test says when the table is written."""
+    monkeypatch.setattr(TrialRecord, "REFRESH_MIN_SECONDS", 1e9)
 
 
 def _row(trial: str, epoch: int, score: float) -> dict:
@@ -44,6 +51,18 @@ def test_events_append_a_line_each_and_compaction_writes_the_table(tmp_path):
     assert [(r["trial_id"], r["epoch"], r["status"], r["val_accuracy"]) for r in rows] == \
         [("a", 1, "completed", 0.5), ("a", 2, "completed", 0.6)]
     assert trial_configs(rows) == {"a": {"augment.magnitude": 0.5, "augment.ops": ["rotate", "shear_x"]}}
+
+
+def test_the_table_is_refreshed_during_a_search_at_most_a_small_share_of_the_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(TrialRecord, "REFRESH_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(TrialRecord, "REFRESH_RATIO", 1e6)  # (50 in use; this keeps a loaded machine in step)
+    record = TrialRecord(tmp_path)
+    record.report(_row("a", 1, 0.5))  # the first event: the table is due at once
+    assert [r["epoch"] for r in pq.read_table(tmp_path / TRIALS_FILE).to_pylist()] == [1]
+    assert record._next_refresh > time.monotonic(), "the next rewrite waits REFRESH_RATIO x this one's"
+    record.report(_row("a", 2, 0.6))
+    assert [r["epoch"] for r in pq.read_table(tmp_path / TRIALS_FILE).to_pylist()] == [1]
+    assert [(r["epoch"], r["status"]) for r in read_trials(tmp_path)] == [(1, "running"), (2, "running")]
 
 
 def test_a_finished_trial_never_changes(tmp_path):
