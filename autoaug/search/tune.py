@@ -259,9 +259,9 @@ def _start_ray(options: SearchOptions) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our Parquet rows replace its CSV/JSON
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     if options.address:
-        _check_reachable(options.address)
+        address = _check_reachable(options.address)
         try:
-            ray.init(address=options.address, **kwargs)
+            ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise AutoaugError(f"cannot join the Ray cluster at {options.address}: "
                                f"{(str(error).strip().splitlines() or [type(error).__name__])[0]}") from None
@@ -270,20 +270,27 @@ def _start_ray(options: SearchOptions) -> None:
         ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count(), **kwargs)
 
 
-def _check_reachable(address: str) -> None:
-    """A cluster address that nothing answers on is one line within seconds (Ray's client retries for
-    30 s and logs each try)."""
-    if address == "auto":  # Ray reads the address `ray start` left on this machine, or says there is none
-        return
+def _check_reachable(address: str) -> str:
+    """The address to join; one that nothing answers on is one line within seconds (Ray's client
+    retries for 30 s and logs each try)."""
+    given = address
+    if address == "auto":  # what `ray start` left on this machine; not Ray's scan for any running instance,
+        from ray._private.utils import read_ray_address  # which finds other programs' private ones
+
+        address = os.environ.get("RAY_ADDRESS") or read_ray_address(None) or ""
+        if not address:
+            raise AutoaugError("--address auto: no Ray cluster was started on this machine (ray start --head) "
+                               "and RAY_ADDRESS is not set")
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        raise AutoaugError(f"--address must be host:port, ray://host:port or auto, got {address!r}")
+        raise AutoaugError(f"--address must be host:port, ray://host:port or auto, got {given!r}")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
     except OSError as error:
         raise AutoaugError(f"no Ray cluster answers at {address} ({error.strerror or error}); start one with "
                            "`ray start --head` and pass the address it prints, or leave out --address to run "
                            "on this machine") from None
+    return address
 
 
 @contextlib.contextmanager
@@ -387,6 +394,8 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
     Raises SearchInterrupted when stopped (Ctrl-C) before the budget is spent; ``resume=True`` continues.
     """
     options = prepare(options)
+    if options.address:  # before the data loads: a wrong address is one line within seconds
+        _check_reachable(options.address)
     out, space = Path(options.out), load_space(options.space)
     config = train_config(options, space)  # a model unfit for the space is an error before the data loads
     data = search_data(options)

@@ -26,6 +26,21 @@ def test_a_wrong_address_fails_within_seconds_with_one_line(tmp_path, capsys, ad
     assert len(lines) == 1 and lines[0].startswith(message), lines
 
 
+def test_address_auto_without_a_started_cluster_is_one_line(monkeypatch):
+    import ray._private.utils
+
+    from autoaug.errors import AutoaugError
+    from autoaug.search.tune import _check_reachable
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray._private.utils, "read_ray_address", lambda temp_dir=None: None)
+    with pytest.raises(AutoaugError, match="^--address auto: no Ray cluster was started on this machine"):
+        _check_reachable("auto")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+    with pytest.raises(AutoaugError, match="^no Ray cluster answers at 127.0.0.1:9"):
+        _check_reachable("auto")
+
+
 def _finished(out) -> dict:
     try:
         return {(r["trial_id"], r["epoch"]): (r["status"], r.get("val_accuracy"), r.get("node_id"))
