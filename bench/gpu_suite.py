@@ -20,6 +20,7 @@ Writes ``suite.json`` and ``suite.md`` (a table ready for BENCHMARKS.md) under `
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -146,6 +147,19 @@ def gpu_utilisation(samples: list[float], every: float = 0.5) -> Iterator[None]:
         stop.set()
 
 
+def _progress_rows(rows: Rows, samples: list[float], every: float = 15.0) -> Callable:
+    """A progress row every ``every`` seconds: what a search cut at its limit leaves behind."""
+    last = [time.monotonic()]
+
+    def write(progress) -> None:
+        if time.monotonic() - last[0] >= every:
+            last[0] = time.monotonic()
+            util = sum(samples) / len(samples) if samples else None
+            rows.add(progress_trials_finished=progress.done + progress.failed, elapsed_s=progress.elapsed,
+                     gpu_utilisation_mean_percent=util)
+    return write
+
+
 def part_search(args: argparse.Namespace, sizes: dict, rows: Rows) -> None:
     import search_throughput as st
     import torch
@@ -157,6 +171,7 @@ def part_search(args: argparse.Namespace, sizes: dict, rows: Rows) -> None:
         alone = st.single_trainer(dataset, settings, torch.get_num_threads())
         rows.add(single_trainer_images_per_s=alone, model=settings.model)
         samples: list[float] = []
+        st.run_search = functools.partial(st.run_search, on_progress=_progress_rows(rows, samples))
         with gpu_utilisation(samples):
             figures = st.search(dataset, settings, Path(folder) / "search")
         util = sum(samples) / len(samples) if samples else None
