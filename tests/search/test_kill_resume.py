@@ -121,20 +121,18 @@ def local_ray():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_first", [True, False], ids=["kill-9-then-sigterm", "sigterm"])
-def test_sigterm_ends_a_search_resumably_and_nothing_finished_is_lost(local_ray, tmp_path, monkeypatch, kill_first):
-    """(One kill -9 of everything first;) the search, in this process, is stopped with SIGTERM as `kill PID`
-    or a job scheduler would; a resume finishes it with every finished trial intact."""
+def test_kill_9_then_sigterm_then_resume_lose_no_finished_trial(local_ray, tmp_path):
+    """One kill -9 of everything; the resumed search, in this process, is stopped with SIGTERM as `kill PID`
+    or a job scheduler would; a second resume finishes it with every finished trial intact."""
     out = tmp_path / "run"
-    kept = _kill_and_check(out, [3]) if kill_first else {}
-    _sigterm_then_finish(out, kept, monkeypatch)
+    _sigterm_then_finish(out, _kill_and_check(out, [3]))
 
 
-def test_sigterm_ends_a_search_resumably(local_ray, tmp_path, monkeypatch):
-    _sigterm_then_finish(tmp_path / "run", {}, monkeypatch)
+def test_sigterm_ends_a_search_resumably(local_ray, tmp_path):
+    _sigterm_then_finish(tmp_path / "run", {})
 
 
-def _sigterm_then_finish(out: Path, kept: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def _sigterm_then_finish(out: Path, kept: dict) -> None:
     sent: list[int] = []
     handler = signal.getsignal(signal.SIGTERM)
 
