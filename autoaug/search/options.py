@@ -12,6 +12,7 @@ from autoaug.datasets import DATASETS, ArrayData, load_dataset, split_train_val
 from autoaug.errors import AutoaugError
 from autoaug.models import MODELS
 from autoaug.search.space import SearchSpace
+from autoaug.search.synthetic import SYNTHETIC
 from autoaug.trainer import TrainConfig, auto_batch_size
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h)$")
@@ -154,6 +155,8 @@ def resolve_model(name: str, *, device: str) -> str:
     The full proxy net trains about 90 images/s on one CPU core, the tiny one about 1,000, so on CPU
     the tiny one is what makes a search of minutes possible.
     """
+    if name == SYNTHETIC:  # no network: a score from the policy's parameters (autoaug.search.synthetic)
+        return name
     if name != "auto":
         MODELS[name]  # an unknown model is an UnknownNameError listing the known ones
         return name
@@ -182,10 +185,12 @@ def prepare(options: SearchOptions) -> SearchOptions:
 
 def train_config(options: SearchOptions, space: SearchSpace) -> TrainConfig:
     """How each trial trains; an unknown or unsuitable model is a one-line error before any trial runs."""
-    config = TrainConfig(model=options.model, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
+    # synthetic trials train nothing; the config names a real model so that it stays a valid TrainConfig
+    model = "proxy_tiny" if options.model == SYNTHETIC else options.model
+    config = TrainConfig(model=model, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
                          seed=options.seed, device=options.device)
     if space.decode(space.sample(random.Random(0))).width_resolution is not None and \
-            not MODELS[options.model].slimmable:
+            not MODELS[model].slimmable:
         slim = ", ".join(sorted(name for name, spec in MODELS.items() if spec.slimmable))
         raise AutoaugError(f"space {space.name} trains width/resolution sub-networks, which needs a slimmable "
                            f"model; {options.model} is not (slimmable: {slim})")

@@ -10,7 +10,10 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -19,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import ray
 import torch
 from ray import tune
@@ -27,13 +29,13 @@ from ray.tune.experiment import Trial
 
 from autoaug.datasets import ArrayData
 from autoaug.errors import AutoaugError
-from autoaug.results import library_versions
+from autoaug.results import TrialRecord, library_versions, read_trials, trial_configs
 from autoaug.search.options import (Budget, SearchOptions, parse_budget, prepare, read_run, resolve_batch_size,
                                     resolve_gpus_per_trial, search_data, train_config)
 from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, SearchOutcome, candidate_table, choose,
-                                    config_columns, now, policy_for, rank_candidates, update_run, write_rows,
-                                    write_top)
+                                    config_columns, now, policy_for, rank_candidates, update_run, write_top)
 from autoaug.search.space import Domain, SearchSpace, load_space
+from autoaug.search.synthetic import SYNTHETIC, synthetic_scores
 from autoaug.trainer import EpochMetrics, TrainConfig, Trainer, learning_rate_record, train
 
 METRIC = "val_accuracy"
@@ -56,6 +58,7 @@ class _Settings:
     space: SearchSpace
     train_config: TrainConfig
     cpus: int
+    synthetic: bool = False
 
 
 def _tune_domain(domain: Domain) -> Any:
@@ -85,6 +88,18 @@ def _trial(config: dict[str, Any], data: tuple[ArrayData, ArrayData] | None = No
         raise TrialFailed(f"{result.status}: {result.message}")
 
 
+def _synthetic_trial(config: dict[str, Any], data: tuple[ArrayData, ArrayData] | None = None,
+                     settings: _Settings | None = None) -> None:
+    """The ``synthetic`` model: a score per epoch from the point itself, reported like a trained one's."""
+    start = time.monotonic()
+    scores = synthetic_scores(settings.space.parameters(), config, epochs=settings.train_config.epochs,
+                              seed=settings.train_config.seed)
+    for epoch, score in scores:
+        seconds = time.monotonic() - start
+        tune.report(_report(EpochMetrics(epoch, 1.0 - score, score, 1.0 - score, 0.0, 0.0, seconds)))
+        start = time.monotonic()
+
+
 def _pbt_trial(config: dict[str, Any], data: tuple[ArrayData, ArrayData] | None = None,
                settings: _Settings | None = None) -> None:
     """PBA-style: PBT may swap in a new config between epochs; the checkpoint carries the policy history."""
@@ -112,17 +127,15 @@ def _pbt_trial(config: dict[str, Any], data: tuple[ArrayData, ArrayData] | None 
 
 
 class Recorder(tune.Callback):
-    """Rows per trial and epoch, written to ``trials.parquet`` on every event; live progress."""
+    """Each result and trial end, appended to the search's ``TrialRecord`` as it happens; live progress."""
 
     def __init__(self, out: Path, epochs: int, budget: Budget) -> None:
         self.out, self.epochs, self.budget = out, epochs, budget
-        self._load()
+        self._open()
 
-    def _load(self) -> None:
-        path = self.out / "trials.parquet"
-        rows = pq.read_table(path).to_pylist() if path.exists() else []
-        self.rows = {(r["trial_id"], r.get("epoch")): r for r in rows}
-        self.checked = not rows  # rows from an interrupted run are checked against the restored trials
+    def _open(self) -> None:
+        self.record = TrialRecord(self.out)
+        self.restored = bool(self.record.rows)  # rows of an interrupted run: check them against Tune's trials
         self.start = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -130,65 +143,81 @@ class Recorder(tune.Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._load()
+        self._open()
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        """After a restore, drop rows of trials that will run again (or that Tune's last snapshot lost)."""
-        if self.checked:
+        """After a restore, unfinished trials run again: their rows after the checkpoint (if any) go.
+        Trials the record holds as finished keep their rows, whatever Tune's older snapshot says."""
+        if not self.restored:
             return
-        self.checked = True
-        kept = {t.trial_id: _epochs_kept(t) for t in trials}
-        self.rows = {key: row for key, row in self.rows.items() if (key[1] or 0) <= kept.get(key[0], -1)}
-        self._flush(trials)
+        self.restored = False
+        for trial in trials:
+            if not self.record.is_final(trial.trial_id) and trial.status not in _FINISHED:
+                self.record.restart(trial.trial_id, _epochs_kept(trial))
 
-    def _row(self, trial: Any, status: str, result: dict | None = None, error: str | None = None) -> dict:
+    def _row(self, trial: Any, result: dict | None = None) -> dict:
         metrics = {k: v for k, v in (result or {}).items() if k in _METRIC_COLUMNS}
         if result and "history" in result:  # PBT: the config each epoch trained with
             metrics["history"] = json.dumps(result["history"])
-        return {"trial_id": trial.trial_id, "status": status, "error": error, **metrics,
-                **config_columns(trial.config)}
+        return {"trial_id": trial.trial_id, **metrics, **config_columns(trial.config)}
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.rows[(trial.trial_id, result["epoch"])] = self._row(trial, "running", result)
-        self._flush(trials)
+        self.record.report(self._row(trial, result))
+        self._progress()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        keys = [k for k in self.rows if k[0] == trial.trial_id]
-        status = "completed" if max((k[1] or 0 for k in keys), default=0) == self.epochs else "stopped_early"
-        for key in keys:
-            self.rows[key] = {**self.rows[key], "status": status}
-        self._flush(trials)
+        self.finish(trial)
+        self._progress()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        reason = _error_reason(trial)
-        keys = [k for k in self.rows if k[0] == trial.trial_id] or [(trial.trial_id, None)]
-        for key in keys:
-            row = self.rows.get(key) or self._row(trial, "failed")
-            self.rows[key] = {**row, "status": "failed", "error": reason}
-        self._flush(trials)
+        self.record.finish(trial.trial_id, "failed", error=_error_reason(trial), base=self._row(trial))
+        self._progress()
 
-    def _flush(self, trials: list) -> None:
-        write_rows(self.out, sorted(self.rows.values(), key=lambda r: (r["trial_id"], r.get("epoch") or 0)))
-        hook = _LIVE["hook"]
-        if hook is not None:
-            hook(self.progress(trials))
+    def finish(self, trial: Any) -> None:
+        """A trial that ended without error: completed if it trained every epoch, else stopped early."""
+        full = self.record.last_epoch.get(trial.trial_id, 0) >= self.epochs
+        self.record.finish(trial.trial_id, "completed" if full else "stopped_early", base=self._row(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._flush(trials)
+        self.record.compact()
 
-    def progress(self, trials: list) -> Progress:
-        """Counts from the rows (Tune calls back before it updates a finishing trial's status)."""
-        status = {r["trial_id"]: r["status"] for r in self.rows.values()}
-        done = sum(1 for s in status.values() if s in ("completed", "stopped_early"))
-        failed = sum(1 for s in status.values() if s == "failed")
-        running = sum(1 for t in trials if t.status == Trial.RUNNING and status.get(t.trial_id, "running") == "running")
-        scores = [r[METRIC] for r in self.rows.values() if r.get(METRIC) is not None and r["status"] != "failed"]
+    def _progress(self) -> None:
+        hook = _LIVE["hook"]
+        if hook is not None:
+            hook(self.progress())
+
+    def progress(self) -> Progress:
+        """Counts from the record, O(1) per event (running: trials that reported and have not ended)."""
+        counts = self.record.counts
+        done, failed = counts["completed"] + counts["stopped_early"], counts["failed"]
         elapsed, finished, total = time.monotonic() - self.start, done + failed, self.budget.trials
         if self.budget.seconds is not None:
             remaining = max(0.0, self.budget.seconds - elapsed)
         else:
             remaining = elapsed / finished * (total - finished) if finished else None
-        return Progress(done, running, failed, total, max(scores, default=None), elapsed, remaining)
+        return Progress(done=done, running=counts["running"], failed=failed, total=total, best=self.record.best,
+                        elapsed=elapsed, remaining=remaining)
+
+
+def settle(out: Path, trials: list, recorder: Recorder) -> None:
+    """After a search that was not interrupted, give every trial a final status in the record.
+
+    Trials cut at a time budget's deadline end without Tune calling back (stopped early), and trials
+    that a resumed search's older snapshot had lost never end (failed, with the reason).
+    """
+    record = recorder.record
+    for trial in trials:
+        if record.is_final(trial.trial_id):
+            continue
+        if trial.status == Trial.ERROR:
+            record.finish(trial.trial_id, "failed", error=_error_reason(trial), base=recorder._row(trial))
+        else:
+            recorder.finish(trial)
+    known = {trial.trial_id for trial in trials}
+    for trial_id in [t for t, status in record.status.items() if status == "running" and t not in known]:
+        record.finish(trial_id, "failed", error="the search was killed while this trial ran, and the resumed "
+                                                "search did not run it again")
+    record.compact()
 
 
 def _epochs_kept(trial: Any) -> float:
@@ -230,10 +259,55 @@ def _start_ray(options: SearchOptions) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our Parquet rows replace its CSV/JSON
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     if options.address:
-        ray.init(address=options.address, **kwargs)
+        address = _check_reachable(options.address)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise AutoaugError(f"cannot join the Ray cluster at {options.address}: "
+                               f"{(str(error).strip().splitlines() or [type(error).__name__])[0]}") from None
     else:
         # "local": a new instance of our own, even where `ray start` left a cluster running on this machine
         ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count(), **kwargs)
+
+
+def _check_reachable(address: str) -> str:
+    """The address to join; one that nothing answers on is one line within seconds (Ray's client
+    retries for 30 s and logs each try)."""
+    given = address
+    if address == "auto":  # what `ray start` left on this machine; not Ray's scan for any running instance,
+        from ray._private.utils import read_ray_address  # which finds other programs' private ones
+
+        address = os.environ.get("RAY_ADDRESS") or read_ray_address(None) or ""
+        if not address:
+            raise AutoaugError("--address auto: no Ray cluster was started on this machine (ray start --head) "
+                               "and RAY_ADDRESS is not set")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise AutoaugError(f"--address must be host:port, ray://host:port or auto, got {given!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+    except OSError as error:
+        raise AutoaugError(f"no Ray cluster answers at {address} ({error.strerror or error}); start one with "
+                           "`ray start --head` and pass the address it prints, or leave out --address to run "
+                           "on this machine") from None
+    return address
+
+
+@contextlib.contextmanager
+def _sigterm_stops_search() -> Iterator[None]:
+    """SIGTERM ends a search as Ctrl-C does: Tune saves its state and stops the trials, so --resume goes on.
+
+    Ray's workers run in process groups of their own, so killing the driver's group leaves them to be
+    reaped by Ray; a signal to the driver alone stops everything cleanly.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -320,11 +394,16 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
     Raises SearchInterrupted when stopped (Ctrl-C) before the budget is spent; ``resume=True`` continues.
     """
     options = prepare(options)
+    if options.address:  # before the data loads: a wrong address is one line within seconds
+        _check_reachable(options.address)
     out, space = Path(options.out), load_space(options.space)
     config = train_config(options, space)  # a model unfit for the space is an error before the data loads
     data = search_data(options)
     options = resolve_batch_size(options, data[0])
-    settings = _Settings(space, replace(config, batch_size=options.batch_size), options.cpus_per_trial)
+    settings = _Settings(space, replace(config, batch_size=options.batch_size), options.cpus_per_trial,
+                         synthetic=options.model == SYNTHETIC)
+    if settings.synthetic and options.algo == "pbt":
+        raise AutoaugError("the synthetic model has no training to perturb; use it with --algo nevergrad or random")
     _start_ray(options)
     resources = _resources(options)
     previous = read_run(out) if options.resume else {}
@@ -332,13 +411,13 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
                learning_rate=learning_rate_record(config, options.batch_size),
                resources=resources.__dict__, started=previous.get("started", now()),
                resumed=previous.get("resumed", []) + ([now()] if options.resume else []))
-    function = _pbt_trial if options.algo == "pbt" else _trial
+    function = _pbt_trial if options.algo == "pbt" else _synthetic_trial if settings.synthetic else _trial
     trainable = tune.with_resources(tune.with_parameters(function, data=data, settings=settings),
                                     {"cpu": resources.cpus, "gpu": resources.gpus})
     budget = parse_budget(options.budget)
     _LIVE["hook"] = on_progress
     try:
-        with _quiet_ray():
+        with _quiet_ray(), _sigterm_stops_search():
             if options.resume:
                 tuner = tune.Tuner.restore(str(out / "tune"), trainable=trainable, resume_errored=False,
                                            restart_errored=False)
@@ -348,6 +427,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
     finally:
         _LIVE["hook"] = None
     _check_interrupted(grid, budget, out)
+    settle(out, grid._experiment_analysis.trials, Recorder(out, options.epochs, budget))
     return _finish(options, settings, grid, data, resources, out)
 
 
@@ -362,6 +442,8 @@ def _check_interrupted(grid: Any, budget: Budget, out: Path) -> None:
 
 def _retrain(config: dict, seed: int, data: tuple[ArrayData, ArrayData], settings: _Settings, epochs: int) -> float:
     """One longer run of a candidate with another seed; NaN when it fails."""
+    if settings.synthetic:
+        return list(synthetic_scores(settings.space.parameters(), config, epochs=epochs, seed=seed))[-1][1]
     torch.set_num_threads(settings.cpus)
     train_config = replace(settings.train_config, seed=seed, epochs=epochs)
     result = train(settings.space.decode(config), *data, train_config)
@@ -384,9 +466,10 @@ def _retrain_top(candidates: list[Candidate], options: SearchOptions, data: tupl
 
 def _finish(options: SearchOptions, settings: _Settings, grid: Any, data: tuple[ArrayData, ArrayData],
             resources: _Resources, out: Path) -> SearchOutcome:
-    rows = pq.read_table(out / "trials.parquet").to_pylist() if (out / "trials.parquet").exists() else []
-    configs = {r.metrics["trial_id"]: r.config for r in grid if r.metrics and "trial_id" in r.metrics}
-    counts = {"trials": len(grid), "failed": grid.num_errors}
+    rows = read_trials(out)  # the record: trials a resumed search's Tune snapshot lost are in it too
+    configs = {**trial_configs(rows), **{r.metrics["trial_id"]: r.config for r in grid if r.metrics and "trial_id" in r.metrics}}
+    record = TrialRecord(out)
+    counts = {"trials": len(record.status), "failed": record.counts["failed"]}
     candidates = rank_candidates(rows, configs, options.epochs)
     if not candidates:
         update_run(out, state="failed", **counts)
@@ -396,7 +479,7 @@ def _finish(options: SearchOptions, settings: _Settings, grid: Any, data: tuple[
     top = ranked[: max(1, options.top_k)]
     policies = [policy_for(options, settings.space, c, rows, rank=rank, versions=_versions()) for rank, c in enumerate(top, 1)]
     top_paths = write_top(out, policies)
-    completed, stopped = len(candidates), grid.num_terminated - len(candidates)
+    completed, stopped = record.counts["completed"], record.counts["stopped_early"]
     update_run(out, state="finished", finished=now(), chosen_trial=top[0].trial_id, completed=completed,
                stopped_early=stopped, candidates=candidate_table(ranked[: max(options.top_k, 1)]), **counts)
     return SearchOutcome(policies[0], top[0].score, top[0].trial_id, counts["trials"], completed, stopped,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,10 +12,12 @@ import pytest
 import ray
 import yaml
 
+from autoaug.errors import AutoaugError
 from autoaug.policy import Schedule, load_policy
 from autoaug.search import tune as search_tune
 from autoaug.search.options import SearchOptions
 from autoaug.search.space import load_space
+from autoaug.search.synthetic import EPOCH_SECONDS_ENV
 from autoaug.trainer import TrainConfig, TrainResult
 
 FAST = {"dataset": "digits", "model": "proxy_tiny", "train_size": 300, "val_size": 100, "batch_size": 64,
@@ -26,9 +29,12 @@ HALF_BROKEN = {"name": "half-broken", "template": {"width_resolution": {
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    # Ray's workers take the environment of its start: synthetic epochs of 0.1 s, so that trials overlap
+    os.environ[EPOCH_SECONDS_ENV] = "0.1"
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield
     ray.shutdown()
+    del os.environ[EPOCH_SECONDS_ENV]
 
 
 def _rows(out: Path) -> list[dict]:
@@ -87,3 +93,21 @@ def test_pbt_writes_the_best_trials_policy_history_as_a_schedule(local_ray, tmp_
     used = [space.decode(config).augment for _, config in history]
     assert [phase.augment for phase in policy.augment.phases] == [a for i, a in enumerate(used) if a not in used[:i]]
     assert list((outcome.out / "tune").rglob("state.pt")), "PBT trials checkpoint every epoch"
+
+
+def test_a_time_budget_records_every_trial_its_summary_counts(local_ray, tmp_path):
+    """Trials cut at the deadline are in trials.parquet with their final status (issue 13, item 4)."""
+    options = SearchOptions(dataset="digits", model="synthetic", budget="8s", epochs=2, scheduler="fifo", top_k=0,
+                            out=str(tmp_path / "run"))
+    try:
+        outcome = search_tune.run_search(options)
+    except AutoaugError as error:  # a loaded machine may start no trial's actor before the deadline
+        assert "no trial finished all 2 epochs" in str(error)
+        outcome = None
+    status = {r["trial_id"]: r["status"] for r in _rows(tmp_path / "run")}
+    assert status and "running" not in status.values()
+    assert not (tmp_path / "run" / "trials.log.jsonl").exists(), "the record is compacted at the end"
+    if outcome is not None:
+        assert outcome.trials == len(status)
+        counted = {"completed": outcome.completed, "stopped_early": outcome.stopped_early, "failed": outcome.failed}
+        assert counted == {s: sum(v == s for v in status.values()) for s in counted}
