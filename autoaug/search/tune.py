@@ -182,13 +182,16 @@ class Recorder(tune.Callback):
         done = sum(1 for s in status.values() if s in ("completed", "stopped_early"))
         failed = sum(1 for s in status.values() if s == "failed")
         running = sum(1 for t in trials if t.status == Trial.RUNNING and status.get(t.trial_id, "running") == "running")
-        scores = [r[METRIC] for r in self.rows.values() if r.get(METRIC) is not None and r["status"] != "failed"]
+        scored = [r for r in self.rows.values() if r.get(METRIC) is not None and r["status"] != "failed"]
+        best = max(scored, key=lambda r: (r[METRIC], -(r.get("epoch") or 0)), default=None)  # earliest on ties
         elapsed, finished, total = time.monotonic() - self.start, done + failed, self.budget.trials
         if self.budget.seconds is not None:
             remaining = max(0.0, self.budget.seconds - elapsed)
         else:
             remaining = elapsed / finished * (total - finished) if finished else None
-        return Progress(done, running, failed, total, max(scores, default=None), elapsed, remaining)
+        return Progress(done, running, failed, total, None if best is None else best[METRIC], elapsed, remaining,
+                        best_trial=None if best is None else best["trial_id"],
+                        best_epoch=None if best is None else best.get("epoch"))
 
 
 def _epochs_kept(trial: Any) -> float:
@@ -347,7 +350,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
     finally:
         _LIVE["hook"] = None
     _check_interrupted(grid, budget, out)
-    return _finish(options, settings, grid, data, resources, out)
+    return _finish(options, settings, grid, data, resources, out, on_progress)
 
 
 def _check_interrupted(grid: Any, budget: Budget, out: Path) -> None:
@@ -368,7 +371,8 @@ def _retrain(config: dict, seed: int, data: tuple[ArrayData, ArrayData], setting
 
 
 def _retrain_top(candidates: list[Candidate], options: SearchOptions, data: tuple[ArrayData, ArrayData],
-                 settings: _Settings, resources: _Resources) -> list[Candidate]:
+                 settings: _Settings, resources: _Resources,
+                 on_progress: Callable[[Progress], None] | None = None) -> list[Candidate]:
     """Single short trials are noisy: re-train the top k longer with more seeds; rank by the mean."""
     top = candidates[: options.top_k]
     if len(top) < 2 or options.algo == "pbt":  # one candidate needs no ranking; PBT's are schedules
@@ -377,12 +381,26 @@ def _retrain_top(candidates: list[Candidate], options: SearchOptions, data: tupl
     data_ref = ray.put(data)
     seeds = [options.seed + 1000 + s for s in range(options.top_k_seeds)]
     futures = [[remote.remote(c.config, s, data_ref, settings, options.retrain_epochs) for s in seeds] for c in top]
+    _await_runs([f for runs in futures for f in runs], on_progress)
     rescored = [replace(c, retrain_scores=tuple(ray.get(f))) for c, f in zip(top, futures)]
     return choose(rescored + candidates[options.top_k:])
 
 
+def _await_runs(futures: list, on_progress: Callable[[Progress], None] | None) -> None:
+    """Wait for the re-training runs, with a ``retrain`` progress event at the start and per finished run."""
+    start, pending = time.monotonic(), list(futures)
+    while on_progress is not None:
+        done, elapsed = len(futures) - len(pending), time.monotonic() - start
+        remaining = elapsed / done * len(pending) if done else None
+        on_progress(Progress(done, running=len(pending), total=len(futures), elapsed=elapsed, remaining=remaining,
+                             phase="retrain"))
+        if not pending:
+            return
+        _, pending = ray.wait(pending, num_returns=1)
+
+
 def _finish(options: SearchOptions, settings: _Settings, grid: Any, data: tuple[ArrayData, ArrayData],
-            resources: _Resources, out: Path) -> SearchOutcome:
+            resources: _Resources, out: Path, on_progress: Callable[[Progress], None] | None = None) -> SearchOutcome:
     rows = pq.read_table(out / "trials.parquet").to_pylist() if (out / "trials.parquet").exists() else []
     configs = {r.metrics["trial_id"]: r.config for r in grid if r.metrics and "trial_id" in r.metrics}
     counts = {"trials": len(grid), "failed": grid.num_errors}
@@ -391,7 +409,7 @@ def _finish(options: SearchOptions, settings: _Settings, grid: Any, data: tuple[
         update_run(out, state="failed", **counts)
         raise AutoaugError(f"no trial finished all {options.epochs} epochs ({counts['failed']} of {counts['trials']} "
                            f"failed); see {out / 'trials.parquet'}")
-    ranked = _retrain_top(candidates, options, data, settings, resources)
+    ranked = _retrain_top(candidates, options, data, settings, resources, on_progress)
     top = ranked[: max(1, options.top_k)]
     policies = [policy_for(options, settings.space, c, rows, rank=rank, versions=_versions()) for rank, c in enumerate(top, 1)]
     top_paths = write_top(out, policies)
