@@ -50,14 +50,14 @@ def show(
     seed: SeedOpt = 0,
 ) -> None:
     """Print a policy as tables; with --grid, also draw what it does to a few images."""
-    from autoaug.apply import load_image_batch  # torch loads here, not for --help
-    from autoaug.grid import augmentation_grid, digits_images, fit_scale, save_png
-
     loaded = load_policy(policy)
     console = Console()
     console.print(ops_table(loaded))
     console.print(settings_table(loaded))
     if grid is not None:
+        from autoaug.apply import load_image_batch  # torch loads only to draw
+        from autoaug.grid import augmentation_grid, digits_images, fit_scale, save_png
+
         batch = load_image_batch(images, limit=rows) if images is not None else digits_images(rows)
         scale = fit_scale(*batch.shape[-2:])
         save_png(augmentation_grid(loaded, batch, copies=copies, seed=seed, scale=scale), grid)
