@@ -243,3 +243,6 @@ def test_search_of_a_train_only_folder_logs_every_phase_line_by_line(tmp_path: P
     assert "4/4 runs done" in retrain[-1] and retrain[-1].endswith("remaining ~0:00:00")  # 2 candidates x 2 seeds
     assert "\x1b[" not in log.read_text()
     assert (out / "policy.json").is_file() and not (folder / "test").exists()
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "outputs.md").read_text()
+    for entry in out.iterdir():  # every file the run wrote is described
+        assert f"`{entry.name}{'/' if entry.is_dir() else ''}" in docs, entry.name
