@@ -226,17 +226,25 @@ def _decode_pack(arrays: np.lib.npyio.NpzFile, split: str, path: Path) -> Split:
     return np.stack(images), labels
 
 
-def read_image_folder(root: Path) -> tuple[Split, Split, tuple[str, ...]]:
-    """``train/<class>/*`` and ``test/<class>/*`` images of one size, decoded to RGB; classes sorted by name."""
-    if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise AutoaugError(f"{root}: expected subfolders train/<class>/ and test/<class>/ holding images")
+def read_image_folder(root: Path) -> tuple[Split, Split | None, tuple[str, ...]]:
+    """``train/<class>/*`` (and, where present, ``test/<class>/*``) images of one size, decoded to RGB.
+
+    Classes are sorted by name.  The test split is None without a ``test/`` folder: a search never
+    reads it, only ``evaluate`` needs it.
+    """
+    if not (root / "train").is_dir():
+        raise AutoaugError(f"{root}: expected a subfolder train/<class>/ holding images (and test/<class>/ "
+                           "for evaluate)")
     classes = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
-    strays = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name not in classes)
+    has_test = (root / "test").is_dir()
+    strays = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name not in classes) \
+        if has_test else []
     if strays:
         raise AutoaugError(f"{root / 'test'}: class folders {', '.join(strays)} have no match in {root / 'train'}")
-    splits = [_read_split(root / split, classes) for split in ("train", "test")]
+    splits = [_read_split(root / split, classes) for split in (("train", "test") if has_test else ("train",))]
     _check_one_size(splits)
-    return (np.stack(splits[0][1]), splits[0][2]), (np.stack(splits[1][1]), splits[1][2]), classes
+    train, *test = ((np.stack(arrays), labels) for _, arrays, labels in splits)
+    return train, (test[0] if test else None), classes
 
 
 def _read_split(folder: Path, classes: tuple[str, ...]) -> tuple[list[Path], list[np.ndarray], np.ndarray]:

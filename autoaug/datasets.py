@@ -5,14 +5,15 @@ import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
-import torch.nn.functional as nnf
 
 from autoaug import dataset_formats as formats
 from autoaug.errors import AutoaugError, Registry, UnknownNameError
+
+if TYPE_CHECKING:  # torch loads where images are made, so that listing datasets stays fast
+    import torch
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # where Debian's dataset-fashion-mnist installs
 DIGIT_NAMES = tuple(str(d) for d in range(10))
@@ -29,6 +30,8 @@ class ArrayData:
     classes: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        import torch
+
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise AutoaugError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
                                f"{list(self.images.shape)}")
@@ -63,18 +66,31 @@ class ArrayData:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A named dataset: the training images (validation is carved from these) and the held-out test set."""
+    """A named dataset: the training images (validation is carved from these) and the held-out test set.
+
+    ``test`` is None for an image folder without ``test/``: searches never read it; ``test_split``
+    says what is missing where a test set is needed.
+    """
 
     name: str
     train: ArrayData
-    test: ArrayData
+    test: ArrayData | None
 
     def __post_init__(self) -> None:
+        if self.test is None:
+            return
         if self.train.image_shape != self.test.image_shape:
             raise AutoaugError(f"{self.name}: train images are {list(self.train.image_shape)} but test images are "
                                f"{list(self.test.image_shape)}; both splits must share one shape")
         if self.train.classes != self.test.classes:
             raise AutoaugError(f"{self.name}: train and test must name the same classes")
+
+    def test_split(self) -> ArrayData:
+        """The test set; an error saying what to add where there is none."""
+        if self.test is None:
+            raise AutoaugError(f"{self.name}: no test split (an image folder needs test/<class>/ subfolders "
+                               "to evaluate on; searches need only train/)")
+        return self.test
 
 
 class DatasetLoader(Protocol):
@@ -85,19 +101,23 @@ class DatasetLoader(Protocol):
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registry entry: the loader, and whether it knows coarse labels (only CIFAR-100 does)."""
+    """A registry entry: the loader, whether it knows coarse labels (only CIFAR-100 does), and for
+    ``autoaug list datasets``, where its files go and how to get them."""
 
     loader: DatasetLoader
     has_coarse_labels: bool = False
+    files: str = ""
+    source: str = ""
 
 
 DATASETS = Registry("dataset")
 
 
-def register_dataset(name: str, *, has_coarse_labels: bool = False) -> Callable[[DatasetLoader], DatasetLoader]:
+def register_dataset(name: str, *, has_coarse_labels: bool = False, files: str = "",
+                     source: str = "") -> Callable[[DatasetLoader], DatasetLoader]:
     """Decorator adding a loader to ``DATASETS`` under ``name`` (a duplicate name is an error)."""
     def wrap(loader: DatasetLoader) -> DatasetLoader:
-        DATASETS.add(name, DatasetEntry(loader, has_coarse_labels))
+        DATASETS.add(name, DatasetEntry(loader, has_coarse_labels, files, source))
         return loader
     return wrap
 
@@ -140,7 +160,7 @@ def _with_coarse_labels() -> list[str]:
 def _unknown(name: str) -> UnknownNameError:
     error = UnknownNameError("dataset", name, DATASETS)
     error.args = (f"{error}; also accepted: a path to an .npz file (x_train, y_train, x_test, y_test) or to "
-                  "an image folder with train/<class>/ and test/<class>/ subfolders",)
+                  "an image folder with train/<class>/ subfolders (and test/<class>/ for evaluate)",)
     return error
 
 
@@ -149,6 +169,8 @@ def _arrays(split: formats.Split, classes: tuple[str, ...], source: object) -> A
     images, labels = formats.to_nchw(split[0], source), formats.to_labels(split[1], source)
     if len(images) != len(labels):
         raise AutoaugError(f"{source}: {len(images)} images but {len(labels)} labels")
+    import torch
+
     try:
         return ArrayData(torch.from_numpy(images), torch.from_numpy(labels), classes)
     except AutoaugError as error:
@@ -157,9 +179,14 @@ def _arrays(split: formats.Split, classes: tuple[str, ...], source: object) -> A
 
 # ---- registered datasets -------------------------------------------------------------------------
 
-@register_dataset("digits")
+_DOWNLOAD = "--download --data-dir DIR fetches them (torchvision; needs a network)"
+
+
+@register_dataset("digits", files="none: bundled with scikit-learn", source="nothing to get")
 def _digits(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> Dataset:
     """scikit-learn's 1,797 real 8x8 handwritten digits as 3x32x32, in a fixed stratified 80/20 split."""
+    import torch
+    import torch.nn.functional as nnf
     from sklearn.datasets import load_digits  # ships with scikit-learn: needs no data_dir and no network
 
     bunch = load_digits()
@@ -171,7 +198,8 @@ def _digits(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> Da
     return Dataset("digits", data.subset(_complement(test, len(data))), data.subset(test))
 
 
-@register_dataset("cifar10")
+@register_dataset("cifar10", files="DIR/cifar-10-batches-py/ (python pickles) or DIR itself",
+                  source=f"{_DOWNLOAD}, or unpack cifar-10-python.tar.gz from www.cs.toronto.edu/~kriz/cifar.html")
 def _cifar10(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> Dataset:
     """``<data_dir>/cifar-10-batches-py/``: data_batch_1..5, test_batch and batches.meta pickles."""
     names = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch", "batches.meta"]
@@ -182,7 +210,8 @@ def _cifar10(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> D
     return Dataset("cifar10", train, _arrays(formats.read_cifar_split(paths[5:6], "labels"), classes, paths[5]))
 
 
-@register_dataset("cifar100", has_coarse_labels=True)
+@register_dataset("cifar100", has_coarse_labels=True, files="DIR/cifar-100-python/ (python pickles) or DIR itself",
+                  source=f"{_DOWNLOAD}, or unpack cifar-100-python.tar.gz from www.cs.toronto.edu/~kriz/cifar.html")
 def _cifar100(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> Dataset:
     """``<data_dir>/cifar-100-python/``: train, test and meta pickles; 100 fine or 20 coarse classes."""
     paths = formats.locate("cifar100", _folders(data_dir, "cifar-100-python"), ["train", "test", "meta"],
@@ -193,7 +222,8 @@ def _cifar100(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> 
     return Dataset("cifar100", train, test)
 
 
-@register_dataset("fashion_mnist")
+@register_dataset("fashion_mnist", files=f"DIR or DIR/FashionMNIST/raw/ (4 idx files); default {FASHION_MNIST_DIR}",
+                  source=f"apt-get install dataset-fashion-mnist (Debian), or {_DOWNLOAD}")
 def _fashion_mnist(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> Dataset:
     """The four idx files (gzipped or not) in data_dir, by default where Debian's package puts them."""
     folders = [data_dir, data_dir / "FashionMNIST" / "raw"] if data_dir else [FASHION_MNIST_DIR]
@@ -206,7 +236,8 @@ def _fashion_mnist(data_dir: Path | None, *, download: bool, coarse_labels: bool
                    _arrays((x_test, y_test), FASHION_MNIST_NAMES, paths[2]))
 
 
-@register_dataset("svhn")
+@register_dataset("svhn", files="DIR/train_32x32.mat and DIR/test_32x32.mat",
+                  source=f"{_DOWNLOAD}, or the cropped-digits .mat files from ufldl.stanford.edu/housenumbers")
 def _svhn(data_dir: Path | None, *, download: bool, coarse_labels: bool) -> Dataset:
     """train_32x32.mat and test_32x32.mat (the cropped digits) in data_dir."""
     paths = formats.locate("svhn", _folders(data_dir), ["train_32x32.mat", "test_32x32.mat"], download=download,
@@ -232,7 +263,8 @@ def _from_npz(path: Path) -> Dataset:
 
 def _from_folder(root: Path) -> Dataset:
     train, test, classes = formats.read_image_folder(root)
-    return Dataset(root.name, _arrays(train, classes, root / "train"), _arrays(test, classes, root / "test"))
+    return Dataset(root.name, _arrays(train, classes, root / "train"),
+                   None if test is None else _arrays(test, classes, root / "test"))
 
 
 # ---- class-balanced subsets and validation splits ------------------------------------------------
@@ -278,6 +310,8 @@ def _count(size: int | float, total: int, *, what: str) -> int:
 
 def balanced_subset(data: ArrayData, *, size: int, seed: int) -> ArrayData:
     """A seeded class-balanced subset of ``size`` images (per-class counts differ by at most 1)."""
+    import torch
+
     _check_whole(size, len(data), what="subset size", detail=f"the {len(data)} images")
     return data.subset(torch.from_numpy(_balanced_indices(data, int(size), np.random.default_rng(seed),
                                                           what="subset size")))
@@ -296,6 +330,8 @@ def split_train_val(train: ArrayData, *, val_size: int | float, seed: int,
     class-balanced subset (as AutoAugment's reduced CIFAR-10 of 4,000 images). The validation part
     depends only on ``seed`` and ``val_size``, so runs with different ``train_size`` validate alike.
     """
+    import torch
+
     count = _count(val_size, len(train), what="val_size")
     if count >= len(train):
         raise AutoaugError(f"val_size {val_size} takes all {len(train)} training images; leave some to train on")

@@ -68,6 +68,7 @@ def run_evaluation(options: EvaluationOptions, *,
     """Train each policy with ``options.seeds`` seeds on the full training set; score on the test set."""
     policies = _load_all(options.policies)
     dataset = load_dataset(options.dataset, data_dir=options.data_dir, download=options.download)
+    test = dataset.test_split()  # an image folder without test/ is an error before any training
     options = replace(options, batch_size=options.batch_size or auto_batch_size(len(dataset.train)))
     runs = len(policies) * options.seeds
     rows: list[dict] = []
@@ -84,7 +85,7 @@ def run_evaluation(options: EvaluationOptions, *,
                 if on_progress is not None:
                     on_progress(Progress(run, runs, name, seed, metrics, options.epochs))
 
-            result = train(policy, dataset.train, dataset.test, config, on_epoch=report)
+            result = train(policy, dataset.train, test, config, on_epoch=report)
             if result.status == "ok":
                 accuracies.append(result.val_accuracy)
             else:

@@ -1,4 +1,4 @@
-"""Per-sample batched augmentation kernels on uint8 images and the op registry.
+"""Per-sample batched augmentation kernels on uint8 images, registered against the op table.
 
 Every kernel is a pure function ``kernel(images, value, aux) -> images`` where ``images`` is a uint8
 batch ``[B, C, H, W]``, ``value`` is a float tensor ``[B]`` holding each image's own native (signed)
@@ -12,67 +12,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as nnf
 from torchvision.transforms.v2 import functional as tvf
 
 from autoaug.errors import Registry
+from autoaug.op_specs import OPS, RANGE_SETS, NativeRange, OpSpec, op_names  # noqa: F401  (re-exported)
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-RANGE_SETS = ("standard", "wide")
+# one kernel per name of the op table (autoaug.op_specs: names, ranges, signs), which needs no torch
+KERNELS: Registry = Registry("op")
 
 
-@dataclass(frozen=True)
-class NativeRange:
-    """Native parameter at magnitude 0 (``low``) and 1 (``high``), in ``unit``.
-
-    Units ending in ``_of_width``/``_of_height`` are scaled by the image size before the kernel sees
-    them, so the kernel always works in pixels.
-    """
-
-    unit: str
-    low: float
-    high: float
-
-    def scale(self, height: int, width: int) -> float:
-        return {"fraction_of_width": width, "fraction_of_height": height}.get(self.unit, 1.0)
-
-
-@dataclass(frozen=True)
-class OpSpec:
-    """One op: its kernel, its native range in each range set, and whether it flips sign."""
-
-    name: str
-    kernel: Kernel
-    standard: NativeRange
-    wide: NativeRange
-    signed: bool = False
-    uses_aux: bool = False
-
-    def native_range(self, range_set: str) -> NativeRange:
-        return self.standard if range_set == "standard" else self.wide
-
-
-OPS: Registry = Registry("op")
-_NONE = NativeRange("none", 0.0, 0.0)
-
-
-def register(name: str, *, standard: NativeRange = _NONE, wide: NativeRange | None = None,
-             signed: bool = False, uses_aux: bool = False) -> Callable[[Kernel], Kernel]:
-    """Register a kernel under ``name``; ``wide`` defaults to the ``standard`` range."""
+def register(name: str) -> Callable[[Kernel], Kernel]:
+    """Register the kernel of the table's op ``name`` (an unknown or duplicate name is an error)."""
 
     def wrap(kernel: Kernel) -> Kernel:
-        OPS.add(name, OpSpec(name, kernel, standard, wide or standard, signed, uses_aux))
+        OPS[name]  # UnknownNameError: declare the op in autoaug.op_specs first
+        KERNELS.add(name, kernel)
         return kernel
 
     return wrap
-
-
-def op_names() -> list[str]:
-    """All registered op names, in registration order."""
-    return list(OPS)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -119,41 +80,34 @@ def _shear_degrees(factor: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.atan(factor.to(torch.float64)))
 
 
-_SHEAR = NativeRange("shear_factor", 0.0, 0.3), NativeRange("shear_factor", 0.0, 0.99)
-_TRANSLATE_X = NativeRange("fraction_of_width", 0.0, 150 / 331), NativeRange("pixels", 0.0, 32.0)
-_TRANSLATE_Y = NativeRange("fraction_of_height", 0.0, 150 / 331), NativeRange("pixels", 0.0, 32.0)
-_ROTATE = NativeRange("degrees", 0.0, 30.0), NativeRange("degrees", 0.0, 135.0)
-_ENHANCE = NativeRange("factor_delta", 0.0, 0.9), NativeRange("factor_delta", 0.0, 0.99)
-
-
 @register("Identity")
 def identity(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     return images
 
 
-@register("ShearX", standard=_SHEAR[0], wide=_SHEAR[1], signed=True)
+@register("ShearX")
 def shear_x(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Shear along x by ``value`` = tan(angle), about the top-left corner (as torchvision's AutoAugment)."""
     return _affine(images, shear_x=_shear_degrees(value), top_left_center=True)
 
 
-@register("ShearY", standard=_SHEAR[0], wide=_SHEAR[1], signed=True)
+@register("ShearY")
 def shear_y(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     return _affine(images, shear_y=_shear_degrees(value), top_left_center=True)
 
 
-@register("TranslateX", standard=_TRANSLATE_X[0], wide=_TRANSLATE_X[1], signed=True)
+@register("TranslateX")
 def translate_x(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Shift by ``value`` pixels, truncated toward zero as torchvision's ``int(magnitude)``."""
     return _affine(images, tx=torch.trunc(value))
 
 
-@register("TranslateY", standard=_TRANSLATE_Y[0], wide=_TRANSLATE_Y[1], signed=True)
+@register("TranslateY")
 def translate_y(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     return _affine(images, ty=torch.trunc(value))
 
 
-@register("Rotate", standard=_ROTATE[0], wide=_ROTATE[1], signed=True)
+@register("Rotate")
 def rotate(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Rotate counter-clockwise by ``value`` degrees about the centre (torchvision passes -angle)."""
     return _affine(images, angle=-value)
@@ -184,13 +138,13 @@ def _grayscale(images: torch.Tensor) -> torch.Tensor:
     return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_().unsqueeze(1)
 
 
-@register("Brightness", standard=_ENHANCE[0], wide=_ENHANCE[1], signed=True)
+@register("Brightness")
 def brightness(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Multiply by ``1 + value``."""
     return (images.to(torch.float32) * _per_sample(1.0 + value)).clamp_(0, 255).to(torch.uint8)
 
 
-@register("Color", standard=_ENHANCE[0], wide=_ENHANCE[1], signed=True)
+@register("Color")
 def color(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Saturation factor ``1 + value``; grey images have no saturation and pass through."""
     if images.shape[1] != 3:
@@ -198,14 +152,14 @@ def color(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch
     return _blend(images, _grayscale(images), value)
 
 
-@register("Contrast", standard=_ENHANCE[0], wide=_ENHANCE[1], signed=True)
+@register("Contrast")
 def contrast(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Contrast factor ``1 + value`` around each image's mean luma."""
     mean = _grayscale(images).mean(dim=(1, 2, 3), keepdim=True)
     return _blend(images, mean, value)
 
 
-@register("Sharpness", standard=_ENHANCE[0], wide=_ENHANCE[1], signed=True)
+@register("Sharpness")
 def sharpness(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Sharpness factor ``1 + value``: blend with a 3x3 smoothing of the interior (borders untouched)."""
     channels, height, width = images.shape[1:]
@@ -221,7 +175,7 @@ def sharpness(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> t
     return out.clamp_(0, 255).to(torch.uint8)
 
 
-@register("Posterize", standard=NativeRange("bits_removed", 0.0, 4.0), wide=NativeRange("bits_removed", 0.0, 6.0))
+@register("Posterize")
 def posterize(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Keep ``8 - round(value)`` bits per channel."""
     removed = torch.round(value).clamp(0, 8).to(torch.int32)
@@ -229,7 +183,7 @@ def posterize(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> t
     return images & mask.view(-1, 1, 1, 1)
 
 
-@register("Solarize", standard=NativeRange("threshold_fraction", 1.0, 0.0))
+@register("Solarize")
 def solarize(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Invert pixels at or above ``255 * value``."""
     # torchvision forms 255 * value as a Python float, but `uint8 >= float` compares in float32: so
@@ -267,7 +221,7 @@ def horizontal_flip(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor
     return images.flip(-1)
 
 
-@register("RandomCrop", standard=NativeRange("padding_fraction", 0.0, 0.25), uses_aux=True)
+@register("RandomCrop")
 def random_crop(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Zero-pad by ``round(value * size)`` pixels and crop back at a per-image offset (aux[:, :2])."""
     _, _, height, width = images.shape
@@ -293,13 +247,13 @@ def crop_offset(u: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
     return torch.floor(u * (2 * pad + 1)).long().clamp_(max=2 * pad) - pad
 
 
-@register("Cutout", standard=NativeRange("size_fraction", 0.0, 1.0), uses_aux=True)
+@register("Cutout")
 def cutout(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Zero a square of side ``value * size`` centred at a uniform point (aux[:, :2]), clipped to the image."""
     return _erase(images, cutout_boxes(value, aux, images.shape[-2], images.shape[-1]))
 
 
-@register("RandomErasing", standard=NativeRange("max_area_fraction", 0.02, 0.4), uses_aux=True)
+@register("RandomErasing")
 def random_erasing(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Zero a rectangle of area in [0.02, value] of the image and aspect ratio in [0.3, 3.3] (log-uniform)."""
     return _erase(images, erasing_boxes(value, aux, images.shape[-2], images.shape[-1]))
@@ -332,3 +286,8 @@ def _erase(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     top, left, box_h, box_w = (boxes[:, k, None, None] for k in range(4))
     inside = (ys >= top) & (ys < top + box_h) & (xs >= left) & (xs < left + box_w)
     return images.masked_fill(inside[:, None], 0)
+
+
+_missing = [name for name in OPS if name not in KERNELS]
+if _missing:  # a table entry without a kernel would fail only when a policy first draws it
+    raise ImportError(f"ops declared in autoaug.op_specs without a kernel: {', '.join(_missing)}")

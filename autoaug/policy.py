@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autoaug.errors import AutoaugError, UnknownNameError
-from autoaug.ops import OPS
+from autoaug.op_specs import OPS
 
 if TYPE_CHECKING:
     from autoaug.augment import BatchAugment, PolicyTransform

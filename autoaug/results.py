@@ -75,6 +75,7 @@ class TrialRecord:
         self.last_epoch: dict[str, int] = {}
         self.counts = dict.fromkeys((*FINAL_STATUSES, "running"), 0)
         self.best: float | None = None
+        self.best_at: tuple[str, int | None] | None = None  # (trial, epoch) of ``best``: the live display names it
         self.seq = 0
         self._log: Any = None
         self._next_refresh = time.monotonic() + self.REFRESH_MIN_SECONDS
@@ -154,7 +155,8 @@ class TrialRecord:
             self.last_epoch.setdefault(trial_id, 0)
         score = row.get("val_accuracy")
         if score is not None and math.isfinite(score) and self.status.get(trial_id) != "failed":
-            self.best = score if self.best is None else max(self.best, score)
+            if self.best is None or score > self.best:  # the earliest on ties
+                self.best, self.best_at = score, (trial_id, epoch)
 
     def _set_status(self, trial_id: str, status: str, error: str | None, *, recount: bool = True) -> None:
         before = self.status.get(trial_id)
@@ -163,9 +165,11 @@ class TrialRecord:
         self.status[trial_id], self.errors[trial_id] = status, error
         self.counts[status] += 1
         if status == "failed" and recount:  # a failed trial's scores do not count; rare enough to recount
-            self.best = max((r["val_accuracy"] for r in self.table() if r["status"] != "failed"
-                             and r.get("val_accuracy") is not None and math.isfinite(r["val_accuracy"])),
-                            default=None)
+            scored = [r for r in self.table() if r["status"] != "failed"
+                      and r.get("val_accuracy") is not None and math.isfinite(r["val_accuracy"])]
+            top = max(scored, key=lambda r: r["val_accuracy"], default=None)
+            self.best = None if top is None else top["val_accuracy"]
+            self.best_at = None if top is None else (top["trial_id"], top.get("epoch"))
 
     def _drop_after(self, trial_id: str, keep: float) -> None:
         for epoch in range(int(min(keep, 1e9)) + 1, self.last_epoch.get(trial_id, 0) + 1):

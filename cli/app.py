@@ -9,9 +9,17 @@ import typer
 
 from autoaug.errors import AutoaugError
 
+
+def examples(*commands: str) -> str:
+    """A help epilog: the command's real examples, one a paragraph (rich keeps them unwrapped where it can)."""
+    return "[bold]Examples[/]\n\n" + "\n\n".join(f"  {command}" for command in commands)
+
+
 app = typer.Typer(
     name="autoaug",
     help="Search, inspect and apply data-augmentation policies (policy.json artifacts).",
+    epilog=examples("autoaug search --dataset digits --budget 12 --epochs 4 --out runs/quickstart",
+                    "autoaug COMMAND --help   (each command's options, with examples)"),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )

@@ -2,36 +2,42 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from autoaug.dataset_formats import MissingDataError
-from autoaug.evaluate import EvaluationOptions, PolicyScore, run_evaluation
-from autoaug_cli.app import app
+from autoaug_cli.app import app, examples
+from autoaug.dataset_formats import MissingDataError  # numpy only: cheap at start-up
 from autoaug_cli.data_fix import missing_data_error
 from autoaug_cli.option_help import DEFAULT_LR, DOWNLOAD_HELP, LR_HELP
 
+if TYPE_CHECKING:
+    from autoaug.evaluate import EvaluationOptions, PolicyScore
 
-@app.command()
+
+@app.command(epilog=examples(
+    "autoaug evaluate cropflip runs/quickstart/policy.json --dataset digits --epochs 10 --seeds 2",
+    "autoaug evaluate cropflip trivialaugment-wide --dataset cifar10 --data-dir DATA --epochs 80 --seeds 2 --out eval/"))
 def evaluate(
     ctx: typer.Context,
     policies: Annotated[list[str], typer.Argument(help="Policy files or shipped names (cropflip, randaugment, ...).")],
     dataset: Annotated[str, typer.Option(help="Dataset name, .npz file or image folder.")] = "digits",
     model: Annotated[str, typer.Option(help="Backbone (see `autoaug list models`).")] = "preact_resnet18",
-    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs of each run.")] = 10,
     seeds: Annotated[int, typer.Option(min=1, help="Runs per policy; mean ± std is reported.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Default: at least 16 steps an epoch, at most 512.")] = None,
     lr: Annotated[float, typer.Option(min=0.0, help=LR_HELP)] = DEFAULT_LR,
-    data_dir: Annotated[Optional[str], typer.Option(help="Folder holding the dataset files.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Folder holding a named dataset's files (see `autoaug list datasets`).")] = None,
     download: Annotated[bool, typer.Option(help=DOWNLOAD_HELP)] = False,
     out: Annotated[Optional[Path], typer.Option(help="Write evaluation.json and evaluation.parquet here.")] = None,
 ) -> None:
     """Train on the full training set and compare test accuracy of policies over seeds."""
+    from autoaug.evaluate import EvaluationOptions, run_evaluation  # torch loads here, not for --help
+
     options = EvaluationOptions(tuple(policies), dataset, data_dir, model, epochs, seeds, device, batch_size, lr, out,
                                 download=download)
     console = Console(stderr=True)

@@ -4,16 +4,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from autoaug.errors import AutoaugError, UnknownNameError
-from autoaug.ops import OPS, NativeRange
+from autoaug.op_specs import OPS, NativeRange
 from autoaug.policy import load_policy
 from autoaug.resources import shipped_policies
-from autoaug_cli.app import app
+from autoaug_cli.app import app, examples
 
 
 def _range(native: NativeRange) -> str:
@@ -45,6 +44,8 @@ def policies_table() -> Table:
 
 def _parameter_count(name: str) -> int:
     """Parameters with 10 classes; built on the meta device (no memory, no init) where the model allows."""
+    import torch  # only this listing builds networks
+
     from autoaug.models import build_model, count_parameters
 
     try:
@@ -55,24 +56,28 @@ def _parameter_count(name: str) -> int:
 
 
 def models_table() -> Table:
-    from autoaug.models import MODELS, list_models  # written alongside; imported only when listed
+    from autoaug.models import MODELS, list_models  # imports torch: only when models are listed
 
     table = Table(title="models (parameters with 10 classes)")
     for name in ("name", "parameters", "published"):
         table.add_column(name, justify="left" if name == "name" else "right")
     for name in list_models():
         published = MODELS[name].published_params
-        table.add_row(name, f"{_parameter_count(name):,}", f"{published:,}" if published else "-")
+        table.add_row(name, f"{_parameter_count(name):,}", f"{round(published):,}" if published else "-")
     return table
 
 
 def datasets_table() -> Table:
-    from autoaug.datasets import list_datasets
+    from autoaug.datasets import DATASETS, list_datasets
 
-    table = Table(title="datasets")
-    table.add_column("name")
+    table = Table(title="datasets (DIR is --data-dir; nothing is downloaded unless asked)")
+    for name in ("name", "files", "how to get them"):
+        table.add_column(name)
     for name in list_datasets():
-        table.add_row(str(name))
+        entry = DATASETS[name]
+        table.add_row(name, entry.files, entry.source)
+    table.add_row("PATH.npz", "x_train, y_train, x_test, y_test arrays (or a JPEG pack)", "your own")
+    table.add_row("PATH/", "train/<class>/*.png|jpg (test/<class>/ only for evaluate)", "your own")
     return table
 
 
@@ -81,11 +86,11 @@ TARGETS: dict[str, Callable[[], Table]] = {
 }
 
 
-@app.command(name="list")
+@app.command(name="list", epilog=examples("autoaug list policies", "autoaug list datasets"))
 def list_command(
-    target: Annotated[str, typer.Argument(help=f"What to list: {', '.join(TARGETS)}.")],
+    target: Annotated[str, typer.Argument(help=f"What to list: {', '.join(TARGETS)}.", show_default=False)],
 ) -> None:
-    """List ops, shipped policies, models or datasets."""
+    """List ops, shipped policies, models (with parameter counts) or datasets (where their files go)."""
     if target not in TARGETS:
         raise UnknownNameError("list target", target, TARGETS)
     Console().print(TARGETS[target]())

@@ -10,12 +10,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from autoaug.apply import apply_policy_to_path, load_image_batch
 from autoaug.errors import AutoaugError
-from autoaug.grid import augmentation_grid, digits_images, fit_scale, save_png
-from autoaug.ops import OPS
+from autoaug.op_specs import OPS
 from autoaug.policy import OpCall, Policy, RandAugment, Schedule, SubPolicies, TrivialAugment, load_policy
-from autoaug_cli.app import USER_ERROR, app, print_error
+from autoaug_cli.app import USER_ERROR, app, examples, print_error
 
 PolicyArg = Annotated[str, typer.Argument(help="A policy.json file or a shipped name (see `autoaug list policies`).")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed: the same seed gives the same pixels.")]
@@ -23,7 +21,7 @@ PREVIEW_SIZE = 32  # native values are shown for CIFAR-sized images
 SETTINGS = ("mixing", "labels", "resolution", "width_resolution", "provenance")
 
 
-@app.command()
+@app.command(epilog=examples("autoaug validate runs/quickstart/policy.json", "autoaug validate policies/*.json"))
 def validate(
     policies: Annotated[list[str], typer.Argument(help="Policy files or shipped names.", show_default=False)],
 ) -> None:
@@ -41,7 +39,8 @@ def validate(
         raise typer.Exit(USER_ERROR)
 
 
-@app.command()
+@app.command(epilog=examples("autoaug show autoaugment-cifar10",
+                             "autoaug show runs/quickstart/policy.json --grid grid.png --copies 6"))
 def show(
     policy: PolicyArg,
     grid: Annotated[Optional[Path], typer.Option(help="Also write a PNG: originals, then augmented copies.")] = None,
@@ -56,13 +55,16 @@ def show(
     console.print(ops_table(loaded))
     console.print(settings_table(loaded))
     if grid is not None:
+        from autoaug.apply import load_image_batch  # torch loads only to draw
+        from autoaug.grid import augmentation_grid, digits_images, fit_scale, save_png
+
         batch = load_image_batch(images, limit=rows) if images is not None else digits_images(rows)
         scale = fit_scale(*batch.shape[-2:])
         save_png(augmentation_grid(loaded, batch, copies=copies, seed=seed, scale=scale), grid)
         console.print(f"wrote {grid}: {len(batch)} rows x (original + {copies} copies), scale {scale}")
 
 
-@app.command(name="apply")
+@app.command(name="apply", epilog=examples("autoaug apply randaugment --input photos/ --output augmented/ --copies 4"))
 def apply_command(
     policy: PolicyArg,
     input_path: Annotated[Path, typer.Option("--input", "-i", help="An image file or a folder tree of images.")],
@@ -72,6 +74,8 @@ def apply_command(
     batch_size: Annotated[int, typer.Option(min=1, help="Augmented images per policy call.")] = 256,
 ) -> None:
     """Write augmented PNG copies of images, keeping the folder layout; unreadable files are skipped."""
+    from autoaug.apply import apply_policy_to_path  # torch loads here, not for --help
+
     loaded = load_policy(policy)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     console = Console(stderr=True)

@@ -2,62 +2,22 @@
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from datetime import datetime
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
-from autoaug.dataset_formats import MissingDataError
-from autoaug.search.options import SearchOptions
-from autoaug.search.outcome import Progress, SearchOutcome
-from autoaug_cli.app import app, fail
+from autoaug_cli.app import app, examples, fail
+from autoaug.dataset_formats import MissingDataError  # numpy only: cheap at start-up
 from autoaug_cli.data_fix import missing_data_error
 from autoaug_cli.option_help import DEFAULT_LR, DOWNLOAD_HELP, LR_HELP
+from autoaug_cli.search_display import SearchDisplay
 
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
-
-
-class _Display:
-    """The latest progress, rendered with a clock that ticks between reports.
-
-    The live view starts with the first report, so that an error found before any trial runs stays
-    the single line it is.
-    """
-
-    def __init__(self) -> None:
-        self.progress, self.start, self.at = Progress(0, 0, 0, None, None, 0.0, None), time.monotonic(), None
-        self.live: Live | None = None
-
-    def update(self, progress: Progress) -> None:
-        self.progress, self.at = progress, time.monotonic()
-        if self.live is None:
-            self.live = Live(self, console=Console(stderr=True), refresh_per_second=2)
-            self.live.start()
-
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.stop()
-
-    def __rich__(self) -> Table:
-        p, since = self.progress, time.monotonic() - (self.at or self.start)
-        remaining = None if p.remaining is None else max(0.0, p.remaining - since)
-        total = "?" if p.total is None else str(p.total)
-        best = "-" if p.best is None else f"{100 * p.best:.2f}%"
-        table = Table.grid(padding=(0, 2))
-        table.add_row("trials", f"{p.done}/{total} done", f"{p.running} running", f"{p.failed} failed")
-        table.add_row("best val", best, f"elapsed {_clock(time.monotonic() - self.start)}",
-                      f"remaining ~{_clock(remaining)}")
-        return table
+if TYPE_CHECKING:  # the library's search modules import torch: loaded when a search runs, not for --help
+    from autoaug.search.options import SearchOptions
+    from autoaug.search.outcome import SearchOutcome
 
 
 def _summary(outcome: SearchOutcome) -> dict:
@@ -67,7 +27,9 @@ def _summary(outcome: SearchOutcome) -> dict:
             "run": str(outcome.run_path), "top": [str(p) for p in outcome.top_paths]}
 
 
-@app.command()
+@app.command(epilog=examples(
+    "autoaug search --dataset digits --budget 12 --epochs 4 --out runs/quickstart",
+    "autoaug search --dataset cifar10 --data-dir DATA --budget 30m --space default --out runs/c10"))
 def search(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="Dataset name, .npz file or image folder.")] = "digits",
@@ -78,15 +40,15 @@ def search(
     algo: Annotated[str, typer.Option(help="nevergrad, random or pbt.")] = "nevergrad",
     scheduler: Annotated[str, typer.Option(help="asha (early stopping) or fifo.")] = "asha",
     gpus_per_trial: Annotated[Optional[float], typer.Option(help="GPU share per trial (0.25 where there is a GPU; always 0 without).")] = None,
-    cpus_per_trial: Annotated[int, typer.Option(min=1)] = 1,
+    cpus_per_trial: Annotated[int, typer.Option(min=1, help="CPU cores (torch threads) each trial gets; as many trials run at once as the cores allow.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     train_size: Annotated[Optional[int], typer.Option(help="Class-balanced training subset.")] = None,
     val_size: Annotated[float, typer.Option(help="Validation carved from training: fraction or count.")] = 0.2,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Default: at least 16 steps an epoch, at most 512.")] = None,
-    data_dir: Annotated[Optional[str], typer.Option()] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Folder holding a named dataset's files (see `autoaug list datasets`).")] = None,
     download: Annotated[bool, typer.Option(help=DOWNLOAD_HELP)] = False,
     lr: Annotated[float, typer.Option(min=0.0, help=LR_HELP)] = DEFAULT_LR,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Seeds the validation split, the search algorithm and the trainer.")] = 0,
     out: Annotated[Optional[str], typer.Option(help="Output folder (default: autoaug-runs/<dataset>-<time>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted search in --out.")] = False,
     address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (host:port or auto).")] = None,
@@ -94,10 +56,13 @@ def search(
     top_k_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of those runs (default: 2 x --epochs).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary, nothing else.")] = False,
 ) -> None:
-    """Search augmentation policies; writes policy.json, top/, trials.parquet and run.json."""
+    """Search augmentation policies; writes policy.json, top/, trials.parquet and run.json (see docs/outputs.md)."""
+    from autoaug.search.options import SearchOptions, check_out_folder
+
     if resume and out is None:
         fail("--resume needs --out DIR: the folder of the search to continue")
     out = out or f"autoaug-runs/{dataset.rstrip('/').replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
+    check_out_folder(out)  # before Ray or the data load: seconds, not a late "File exists"
     options = SearchOptions(dataset=dataset, data_dir=data_dir, space=space, model=model, epochs=epochs,
                             budget=budget, algo=algo, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                             cpus_per_trial=cpus_per_trial, device=device, train_size=train_size, val_size=val_size,
@@ -123,7 +88,7 @@ def _run(options: SearchOptions, as_json: bool) -> SearchOutcome:
 
     if as_json:
         return run_search(options)
-    display = _Display()
+    display = SearchDisplay()
     try:
         return run_search(options, on_progress=display.update)
     finally:

@@ -289,8 +289,21 @@ def test_image_folder_refuses_a_second_size_naming_the_file(tmp_path):
     (tmp_path / "test" / "a" / "1.png").unlink()
     with pytest.raises(AutoaugError, match="no images"):
         load_dataset(str(tmp_path))
-    with pytest.raises(AutoaugError, match="expected subfolders train/<class>/ and test/<class>/"):
+    with pytest.raises(AutoaugError, match=r"expected a subfolder train/<class>/ .*test/<class>/ for evaluate"):
         load_dataset(str(tmp_path / "train"))
+
+
+def test_image_folder_without_test_loads_for_a_search_and_refuses_evaluation(tmp_path):
+    pixels = _write_folder(tmp_path, {"train/a/1.png": (6, 4), "train/b/1.png": (6, 4), "train/b/2.png": (6, 4)})
+    data = load_dataset(str(tmp_path))
+    assert data.test is None and data.train.labels.tolist() == [0, 1, 1]
+    assert torch.equal(data.train.images[0], torch.from_numpy(pixels["train/a/1.png"]).permute(2, 0, 1))
+    with pytest.raises(AutoaugError, match=r"no test split \(an image folder needs test/<class>/"):
+        data.test_split()
+    from autoaug.evaluate import EvaluationOptions, run_evaluation
+    with pytest.raises(AutoaugError, match="no test split"):  # before any training starts
+        run_evaluation(EvaluationOptions(("cropflip",), dataset=str(tmp_path), model="proxy_tiny", epochs=1,
+                                         device="cpu"))
 
 
 def test_unknown_name_suggests_and_lists_paths():

@@ -164,8 +164,20 @@ def resolve_model(name: str, *, device: str) -> str:
     return "proxy" if device != "cpu" and torch.cuda.is_available() else "proxy_tiny"
 
 
+def check_out_folder(out: str | Path) -> None:
+    """``out`` must be a folder or not exist yet, nor lie under a file: said before anything starts."""
+    path = Path(out).expanduser()
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                what = "is a file" if place == path else f"lies under {place}, which is a file"
+                raise AutoaugError(f"--out {out} {what}, not a folder; choose another --out")
+            return
+
+
 def prepare(options: SearchOptions) -> SearchOptions:
     """Absolute paths and a checked output folder; on resume, the interrupted search's own options."""
+    check_out_folder(options.out)
     out = Path(options.out).resolve()
     if options.resume:
         saved = read_run(out).get("options")

@@ -22,15 +22,24 @@ class SearchInterrupted(AutoaugError):
 
 @dataclass(frozen=True)
 class Progress:
-    """What a live display shows; sent to ``on_progress`` whenever a trial reports or ends."""
+    """What a live display shows; sent to ``on_progress`` whenever a trial reports or ends.
+
+    ``phase`` names the stage it counts: ``search`` counts trials; ``retrain`` counts the runs that
+    re-train the top candidates (one event per finished run).  ``elapsed`` and ``remaining`` are
+    seconds of that phase; ``remaining`` is None where there is no estimate yet.  ``best`` is the
+    best validation accuracy so far, from ``best_trial`` at ``best_epoch`` where those are known.
+    """
 
     done: int
-    running: int
-    failed: int
-    total: int | None
-    best: float | None
-    elapsed: float
-    remaining: float | None
+    running: int = 0
+    failed: int = 0
+    total: int | None = None
+    best: float | None = None
+    elapsed: float = 0.0
+    remaining: float | None = None
+    phase: str = "search"
+    best_trial: str | None = None
+    best_epoch: int | None = None
 
 
 @dataclass(frozen=True)

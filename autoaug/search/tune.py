@@ -195,8 +195,9 @@ class Recorder(tune.Callback):
             remaining = max(0.0, self.budget.seconds - elapsed)
         else:
             remaining = elapsed / finished * (total - finished) if finished else None
+        best_trial, best_epoch = self.record.best_at or (None, None)
         return Progress(done=done, running=counts["running"], failed=failed, total=total, best=self.record.best,
-                        elapsed=elapsed, remaining=remaining)
+                        elapsed=elapsed, remaining=remaining, best_trial=best_trial, best_epoch=best_epoch)
 
 
 def settle(out: Path, trials: list, recorder: Recorder) -> None:
@@ -428,7 +429,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
         _LIVE["hook"] = None
     _check_interrupted(grid, budget, out)
     settle(out, grid._experiment_analysis.trials, Recorder(out, options.epochs, budget))
-    return _finish(options, settings, grid, data, resources, out)
+    return _finish(options, settings, grid, data, resources, out, on_progress)
 
 
 def _check_interrupted(grid: Any, budget: Budget, out: Path) -> None:
@@ -451,7 +452,8 @@ def _retrain(config: dict, seed: int, data: tuple[ArrayData, ArrayData], setting
 
 
 def _retrain_top(candidates: list[Candidate], options: SearchOptions, data: tuple[ArrayData, ArrayData],
-                 settings: _Settings, resources: _Resources) -> list[Candidate]:
+                 settings: _Settings, resources: _Resources,
+                 on_progress: Callable[[Progress], None] | None = None) -> list[Candidate]:
     """Single short trials are noisy: re-train the top k longer with more seeds; rank by the mean."""
     top = candidates[: options.top_k]
     if len(top) < 2 or options.algo == "pbt":  # one candidate needs no ranking; PBT's are schedules
@@ -460,12 +462,26 @@ def _retrain_top(candidates: list[Candidate], options: SearchOptions, data: tupl
     data_ref = ray.put(data)
     seeds = [options.seed + 1000 + s for s in range(options.top_k_seeds)]
     futures = [[remote.remote(c.config, s, data_ref, settings, options.retrain_epochs) for s in seeds] for c in top]
+    _await_runs([f for runs in futures for f in runs], on_progress)
     rescored = [replace(c, retrain_scores=tuple(ray.get(f))) for c, f in zip(top, futures)]
     return choose(rescored + candidates[options.top_k:])
 
 
+def _await_runs(futures: list, on_progress: Callable[[Progress], None] | None) -> None:
+    """Wait for the re-training runs, with a ``retrain`` progress event at the start and per finished run."""
+    start, pending = time.monotonic(), list(futures)
+    while on_progress is not None:
+        done, elapsed = len(futures) - len(pending), time.monotonic() - start
+        remaining = elapsed / done * len(pending) if done else None
+        on_progress(Progress(done, running=len(pending), total=len(futures), elapsed=elapsed, remaining=remaining,
+                             phase="retrain"))
+        if not pending:
+            return
+        _, pending = ray.wait(pending, num_returns=1)
+
+
 def _finish(options: SearchOptions, settings: _Settings, grid: Any, data: tuple[ArrayData, ArrayData],
-            resources: _Resources, out: Path) -> SearchOutcome:
+            resources: _Resources, out: Path, on_progress: Callable[[Progress], None] | None = None) -> SearchOutcome:
     rows = read_trials(out)  # the record: trials a resumed search's Tune snapshot lost are in it too
     configs = {**trial_configs(rows), **{r.metrics["trial_id"]: r.config for r in grid if r.metrics and "trial_id" in r.metrics}}
     record = TrialRecord(out)
@@ -475,7 +491,7 @@ def _finish(options: SearchOptions, settings: _Settings, grid: Any, data: tuple[
         update_run(out, state="failed", **counts)
         raise AutoaugError(f"no trial finished all {options.epochs} epochs ({counts['failed']} of {counts['trials']} "
                            f"failed); see {out / 'trials.parquet'}")
-    ranked = _retrain_top(candidates, options, data, settings, resources)
+    ranked = _retrain_top(candidates, options, data, settings, resources, on_progress)
     top = ranked[: max(1, options.top_k)]
     policies = [policy_for(options, settings.space, c, rows, rank=rank, versions=_versions()) for rank, c in enumerate(top, 1)]
     top_paths = write_top(out, policies)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,6 +64,7 @@ def _write_workspace(root: Path) -> None:
         PIL.Image.fromarray(digit.repeat(4, 0).repeat(4, 1)).save(root / "images" / name)
     (root / "images" / "a" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (root / "bad").mkdir()
+    (root / "a-file").write_text("not a folder")
     for case, (text, _) in MALFORMED.items():
         (root / "bad" / f"{case}.json").write_text(text)
 
@@ -77,6 +79,8 @@ def _commands(root: Path) -> dict[str, list[str]]:
         "list_ops": ["list", "ops"],
         "list_policies": ["list", "policies"],
         "list_unknown": ["list", "op"],
+        "list_datasets": ["list", "datasets"],
+        "search_out_is_a_file": ["search", "--budget", "2", "--out", str(root / "a-file")],
     }
     return commands | {case: ["validate", str(root / "bad" / f"{case}.json")] for case in MALFORMED}
 
@@ -180,3 +184,65 @@ def test_an_unknown_list_target_names_the_valid_ones(runs: dict) -> None:
     line = _one_error_line(_result(runs, "list_unknown"))
     assert "unknown list target 'op' (did you mean 'ops'?)" in line
     assert "datasets, models, ops, policies" in line
+
+
+def test_list_datasets_says_where_files_go_and_how_to_get_them(runs: dict) -> None:
+    result = _result(runs, "list_datasets")
+    assert result.returncode == 0
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 2}
+    assert {"cifar10", "cifar100", "digits", "fashion_mnist", "svhn"} <= set(rows)
+    assert "cifar-10-batches-py" in rows["cifar10"] and "--download --data-dir DIR" in rows["cifar10"]
+    assert "apt-get install dataset-fashion-mnist" in rows["fashion_mnist"]
+    assert "scikit-learn" in rows["digits"]
+
+
+def test_out_naming_a_file_is_one_line_before_anything_starts(runs: dict, workspace: Path) -> None:
+    line = _one_error_line(_result(runs, "search_out_is_a_file"))
+    assert line == f"error: --out {workspace / 'a-file'} is a file, not a folder; choose another --out"
+    assert (workspace / "a-file").read_text() == "not a folder"
+
+
+# a log line: its time, the phase, its counts, the best so far, elapsed and the phase's remaining time
+LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} (search|re-training top k): \d+/\d+ (trials|runs) done.*; "
+                      r"elapsed \d+:\d\d:\d\d, remaining ~(\d+:\d\d:\d\d|\?)$")
+
+
+def _digit_folder(root: Path, per_class: int) -> Path:
+    """Real digits as 32x32 PNGs in train/<class>/ only: a search must not need test/."""
+    from sklearn.datasets import load_digits
+
+    digits, counts = load_digits(), dict.fromkeys(range(10), 0)
+    for image, label in zip(digits.images, digits.target):
+        if counts[label] < per_class:
+            counts[label] += 1
+            path = root / "train" / str(label) / f"{counts[label]}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pixels = (image * (255 / 16)).round().astype(np.uint8).repeat(4, 0).repeat(4, 1)
+            PIL.Image.fromarray(pixels).save(path)
+    return root
+
+
+def test_search_of_a_train_only_folder_logs_every_phase_line_by_line(tmp_path: Path) -> None:
+    folder, out, log = _digit_folder(tmp_path / "digits", per_class=30), tmp_path / "run", tmp_path / "log.txt"
+    args = ["search", "--dataset", str(folder), "--model", "proxy_tiny", "--epochs", "1", "--budget", "3",
+            "--val-size", "100", "--batch-size", "64", "--top-k", "2", "--top-k-epochs", "1", "--out", str(out)]
+    with log.open("w") as handle:  # as `autoaug search ... > log.txt 2>&1`: no terminal
+        done = subprocess.run([sys.executable, "-m", "autoaug_cli", *args], stdout=handle, stderr=subprocess.STDOUT,
+                              timeout=600)
+    lines = log.read_text().splitlines()
+    assert done.returncode == 0, lines
+    *events, chosen, written = lines  # the summary on lines of its own, after the events
+    assert events and all(LOG_LINE.match(line) for line in events), events
+    assert chosen.startswith("chosen policy ") and "(trial " in chosen and "3 trials: 3 completed" in chosen
+    assert written == f"written to {out / 'policy.json'} (top-k in top/, every trial in trials.parquet)"
+    search = [line for line in events if " search: " in line]
+    retrain = [line for line in events if " re-training top k: " in line]
+    assert search and "3/3 trials done" in search[-1] and re.search(r"best val \d+\.\d\d% \(trial \w+, epoch 1\)",
+                                                                      search[-1])
+    assert events.index(search[-1]) < events.index(retrain[0])  # re-training shows after the search
+    assert "4/4 runs done" in retrain[-1] and retrain[-1].endswith("remaining ~0:00:00")  # 2 candidates x 2 seeds
+    assert "\x1b[" not in log.read_text()
+    assert (out / "policy.json").is_file() and not (folder / "test").exists()
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "outputs.md").read_text()
+    for entry in out.iterdir():  # every file the run wrote is described
+        assert f"`{entry.name}{'/' if entry.is_dir() else ''}" in docs, entry.name

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -104,8 +105,10 @@ def test_interrupted_search_resumes_without_losing_or_repeating(tmp_path):
 
     done = _search("--resume", "--out", str(out))  # every other option comes from run.json
     assert done.returncode == 0, done.stderr
-    assert "chosen policy" in done.stdout and "6/6 done" in done.stderr
-    assert len(done.stderr.strip().splitlines()) <= 3, done.stderr  # no Ray tables or logs
+    assert "chosen policy" in done.stdout and "search: 6/6 trials done" in done.stderr.splitlines()[-1]
+    # not a terminal: one timestamped progress line per event, and no Ray tables or logs
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d search: ", line) for line in done.stderr.splitlines()), \
+        done.stderr
     rows = _rows(out)
     epochs = _epochs_by_trial(rows)
     assert len(epochs) == 6 and all(e == [1, 2] for e in epochs.values())  # the budget, each epoch once
