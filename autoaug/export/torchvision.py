@@ -189,7 +189,7 @@ Schedules and resolution phases follow the fraction of training done: call
 ``set_progress(train_transform, epoch / epochs)`` (and on ``low_resolution``) at each epoch; with
 DataLoader workers keep ``persistent_workers=False`` so that each epoch's new workers see it.
 
-Differences from autoaug's own training loop:
+Where this differs from autoaug's own training loop:
 {caveats}"""
 '''
 

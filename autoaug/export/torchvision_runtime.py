@@ -245,8 +245,11 @@ class LowResolution(torch.nn.Module):
         return images
 
 
-def set_progress(module: torch.nn.Module, progress: float) -> None:
+def set_progress(module: Any, progress: float) -> None:
     """Set the fraction of training done (0 to 1) on every schedule and resolution phase in ``module``."""
-    for part in module.modules():
-        if isinstance(part, (Schedule, LowResolution)):
-            part.progress = progress
+    if isinstance(module, (Schedule, LowResolution)):
+        module.progress = progress
+    # v2.Compose and v2.RandomApply keep their transforms in a plain list, not as registered submodules
+    parts = list(module.children()) if isinstance(module, torch.nn.Module) else []
+    for part in parts + [p for p in getattr(module, "transforms", []) if all(p is not q for q in parts)]:
+        set_progress(part, progress)
