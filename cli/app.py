@@ -58,4 +58,5 @@ def main(argv: list[str] | None = None) -> None:
              "please report it)", INTERNAL_ERROR)
 
 
-from autoaug_cli import evaluate_command, export_command, list_commands, policy_commands, search_command  # noqa: E402,F401,I001
+from autoaug_cli import evaluate_command, list_commands, policy_commands, search_command  # noqa: E402,F401
+from autoaug_cli import export_command, report_command  # noqa: E402,F401

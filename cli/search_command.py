@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 import warnings
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -13,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from autoaug.search.options import SearchOptions
-from autoaug.search.outcome import Progress, SearchOutcome
+from autoaug.search.outcome import Progress, SearchInterrupted, SearchOutcome
 from autoaug_cli.app import app, fail
 
 
@@ -98,14 +100,16 @@ def search(
                             batch_size=batch_size, seed=seed, out=out, resume=resume, address=address,
                             top_k=top_k, top_k_epochs=top_k_epochs)
     outcome = _run(options, as_json)  # Ctrl-C: SearchInterrupted, one line saying how to resume
+    report = write_search_report(outcome.out)
     if as_json:
-        print(json.dumps(_summary(outcome)))
+        print(json.dumps({**_summary(outcome), "report": None if report is None else str(report)}))
         return
     Console(soft_wrap=True).print(
         f"chosen policy [bold]{outcome.policy.name}[/]: validation accuracy {100 * outcome.score:.2f}% "
         f"(trial {outcome.chosen_trial}; {outcome.trials} trials: {outcome.completed} completed, "
         f"{outcome.stopped_early} stopped early, {outcome.failed} failed)\n"
-        f"written to {outcome.policy_path} (top-k in top/, every trial in trials.parquet)")
+        f"written to {outcome.policy_path} (top-k in top/, every trial in trials.parquet)"
+        + (f"\nreport: {report}" if report is not None else ""))
 
 
 def _run(options: SearchOptions, as_json: bool) -> SearchOutcome:
@@ -117,5 +121,18 @@ def _run(options: SearchOptions, as_json: bool) -> SearchOutcome:
     display = _Display()
     try:
         return run_search(options, on_progress=display.update)
+    except SearchInterrupted:
+        write_search_report(options.out)  # what an interrupted search has is worth a look too
+        raise
     finally:
         display.close()
+
+
+def write_search_report(out: str | Path) -> Path | None:
+    """report.html in the search folder; a report that fails is a note, never a failed search."""
+    from autoaug.report import write_report  # matplotlib loads only here
+    try:
+        return write_report(out).html
+    except Exception as error:  # noqa: BLE001
+        sys.stderr.write(f"note: no report.html ({type(error).__name__}: {error}); try: autoaug report {out}\n")
+        return None
