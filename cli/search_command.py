@@ -88,6 +88,7 @@ def search(
     address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (host:port or auto).")] = None,
     top_k: Annotated[int, typer.Option(min=0, help="Re-train the best k longer, with 2 seeds, before choosing.")] = 3,
     top_k_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of those runs (default: 2 x --epochs).")] = None,
+    log: Annotated[Optional[list[str]], typer.Option(help="Also log every trial to tensorboard (files under OUT/tune) or mlflow (MLFLOW_TRACKING_URI, else OUT/mlflow.db); repeatable.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary, nothing else.")] = False,
 ) -> None:
     """Search augmentation policies; writes policy.json, top/, trials.parquet and run.json."""
@@ -98,7 +99,7 @@ def search(
                             budget=budget, algo=algo, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                             cpus_per_trial=cpus_per_trial, device=device, train_size=train_size, val_size=val_size,
                             batch_size=batch_size, seed=seed, out=out, resume=resume, address=address,
-                            top_k=top_k, top_k_epochs=top_k_epochs)
+                            top_k=top_k, top_k_epochs=top_k_epochs, log=tuple(log or ()))
     outcome = _run(options, as_json)  # Ctrl-C: SearchInterrupted, one line saying how to resume
     report = write_search_report(outcome.out)
     if as_json:
