@@ -54,7 +54,8 @@ def test_each_exported_op_equals_ours_pixel_for_pixel(runtime: ModuleType, op: s
     images = tinted_digits()
     gen = torch.Generator().manual_seed(7)
     for magnitude in (0.3, 0.7, 1.0):
-        policy = Policy(name="one", augment=SubPolicies(ranges=range_set, subpolicies=[[OpCall(op=op, magnitude=magnitude)]]))
+        section = SubPolicies(ranges=range_set, subpolicies=[[OpCall(op=op, magnitude=magnitude)]])
+        policy = Policy(name="one", augment=section)
         plan = sample_plan(policy, len(images), 32, 32, gen)
         slot = plan.slots[0]
         ours = apply_plan(images, plan)

@@ -14,7 +14,7 @@ from autoaug.policy import Policy, Schedule, SchedulePhase, TrivialAugment
 from autoaug.report import write_report
 from autoaug.report.analysis import parameter_importance
 from autoaug.report.preview import preview_grids
-from autoaug.report.run_data import Trial, best_so_far, comparable_scores, load_run
+from autoaug.report.run_data import Trial, best_so_far, comparable_scores
 from autoaug.search.outcome import config_columns, update_run, write_rows
 from autoaug.search.space import load_space
 from autoaug_cli import app as cli_app
@@ -53,7 +53,8 @@ def make_run(folder: Path, *, trials: int = 8, state: str = "finished", policy: 
                                    "score": 0.49}])
     update_run(folder, **fields)
     if policy:
-        load_space("default").decode(load_space("default").sample(random.Random(6)), name="chosen").save(folder / "policy.json")
+        space = load_space("default")
+        space.decode(space.sample(random.Random(6)), name="chosen").save(folder / "policy.json")
     return folder
 
 

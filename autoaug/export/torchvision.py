@@ -68,7 +68,8 @@ def _trivial(section: TrivialAugment) -> str:
 
 
 def _subpolicies(section: SubPolicies, indent: str) -> str:
-    rows = [f"{indent}    [{', '.join(repr((c.op, c.probability, c.magnitude)) for c in sub)}]," for sub in section.subpolicies]
+    calls = [", ".join(repr((c.op, c.probability, c.magnitude)) for c in sub) for sub in section.subpolicies]
+    rows = [f"{indent}    [{sub}]," for sub in calls]
     return "SubPolicies([\n" + "\n".join(rows) + f"\n{indent}], ranges={section.ranges!r})"
 
 
@@ -83,8 +84,9 @@ def _phase(section: Phase, indent: str) -> str | None:
 def _augment(policy: Policy, indent: str) -> str | None:
     if not isinstance(policy.augment, Schedule):
         return _phase(policy.augment, indent)
-    rows = [f"{indent}    ({p.start_fraction!r}, {p.end_fraction!r}, {_phase(p.augment, indent + '    ') or 'v2.Identity()'}),"
-            for p in policy.augment.phases]
+    phases = [(p.start_fraction, p.end_fraction, _phase(p.augment, indent + "    ") or "v2.Identity()")
+              for p in policy.augment.phases]
+    rows = [f"{indent}    ({start!r}, {end!r}, {code})," for start, end, code in phases]
     return "Schedule([\n" + "\n".join(rows) + f"\n{indent}])"
 
 
@@ -144,7 +146,7 @@ def _build_low_resolution(policy: Policy) -> str:
 def _build_loss(policy: Policy) -> str:
     smoothing = policy.labels.label_smoothing if policy.labels else 0.0
     return ("def build_loss() -> torch.nn.Module:\n"
-            "    \"\"\"Cross-entropy with the policy's label smoothing; takes class indices or mixed one-hot targets.\"\"\"\n"
+            "    \"\"\"Cross-entropy with the policy's label smoothing; class indices or mixed one-hot targets.\"\"\"\n"
             f"    return torch.nn.CrossEntropyLoss(label_smoothing={smoothing!r})\n")
 
 
@@ -176,7 +178,7 @@ Exported by autoaug {__version__}; needs torch and torchvision only.  {policy.de
     from torchvision.transforms import v2
     import {name}
 
-    train_transform = v2.Compose([{name}.build_transform(), v2.ToDtype(torch.float32, scale=True)])
+    train_transform = v2.Compose([{name}.build_transform(), v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
     mix = {name}.build_batch_transform(num_classes=10)      # None when the policy does not mix
     low_resolution = {name}.build_low_resolution()          # None without resolution phases
     loss_fn = {name}.build_loss()

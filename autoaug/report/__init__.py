@@ -67,8 +67,8 @@ def _progress(data: RunData, writer: _Writer) -> list[Section]:
     max_t = int(data.options.get("epochs") or max(t.last_epoch for t in data.trials))
     rung_epochs = [e for e in (3 ** k for k in range(10)) if e <= max_t]
     scores = rung_scores(data.trials)
-    counts = table(["epoch", "trials reaching it", "best", "median"],
-                   [(e, len(s), f"{100 * max(s):.2f}%", f"{100 * sorted(s)[len(s) // 2]:.2f}%") for e, s in scores.items()])
+    rows = [(e, len(s), f"{100 * max(s):.2f}%", f"{100 * sorted(s)[len(s) // 2]:.2f}%") for e, s in scores.items()]
+    counts = table(["epoch", "trials reaching it", "best", "median"], rows)
     rung = writer.plot("rungs", plots.rungs(data.trials, rung_epochs), "validation accuracy per epoch and ASHA rung")
     return [Section("Best so far", best), Section("Scores per ASHA rung", rung + counts)]
 
