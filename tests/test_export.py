@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import pickle
+import random
 import subprocess
 import sys
 from collections import defaultdict
@@ -20,7 +21,9 @@ from autoaug.grid import digits_images
 from autoaug.ops import OPS, RANGE_SETS
 from autoaug.policy import (Labels, Mixing, OpCall, Policy, RandAugment, Resolution, ResolutionPhase, Schedule,
                             SchedulePhase, SubPolicies, TrivialAugment, load_policy)
+from autoaug.resources import shipped_spaces
 from autoaug.sampling import OP_NAMES, apply_plan, sample_plan
+from autoaug.search.space import load_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # thousands of per-image torchvision calls
 Z_BOUND = 4.5  # a seeded test; 4.5 sigma leaves about one false alarm in 10^5 comparisons
@@ -242,3 +245,19 @@ def test_schedule_follows_progress(tmp_path: Path) -> None:
     assert type(schedule.current()).__name__ == "RandAugment"  # torchvision's own: magnitude 6 of 31 bins
     module.set_progress(transform, 0.5)
     assert type(schedule.current()).__name__ == "SubPolicies"
+
+
+@pytest.mark.parametrize("space_name", list(shipped_spaces()))
+def test_every_shipped_space_exports_runnable_modules(space_name: str, tmp_path: Path) -> None:
+    space = load_space(space_name)
+    image = tinted_digits(1)[0]
+    for sample in range(3):
+        policy = space.decode(space.sample(random.Random(sample)), name=f"{space_name}-{sample}")
+        module = load_module(export_torchvision(policy), tmp_path, f"space_{space_name}_{sample}")
+        out = module.build_transform(0.5)(image)
+        assert out.shape == image.shape and out.dtype == torch.uint8
+        mix = module.build_batch_transform(num_classes=10)
+        if mix is not None:
+            assert mix(torch.rand(4, 3, 32, 32), torch.arange(4))[1].shape[0] == 4
+        assert isinstance(module.build_loss(), torch.nn.CrossEntropyLoss)
+        assert (module.build_low_resolution() is None) == (policy.resolution is None)
