@@ -233,7 +233,10 @@ def test_batch_transforms_loss_and_phases(tmp_path: Path) -> None:
     assert low(torch.rand(2, 3, 32, 32)).shape[-1] == 16
     module.set_progress(low, 0.6)
     assert low(torch.rand(2, 3, 32, 32)).shape[-1] == 32
-    assert type(module.build_transform()).__name__ == "YOCO"
+    yoco = module.build_transform()
+    assert type(yoco).__name__ == "YOCO"
+    image, label = yoco(tinted_digits(1)[0], 3)
+    assert image.shape == (3, 32, 32) and label == 3
     assert any("soft targets" in d for d in module.DIFFERENCES) and any("per batch" in d for d in module.DIFFERENCES)
 
 

@@ -220,9 +220,14 @@ class YOCO(v2.Transform):
         super().__init__()
         self.inner, self.probability = inner, probability
 
-    def forward(self, image: Any) -> Any:
+    def forward(self, *inputs: Any) -> Any:
+        """The image (the first input) cut or whole; anything else (a label) passes through."""
+        image = self._cut(inputs[0])
+        return (image, *inputs[1:]) if len(inputs) > 1 else image
+
+    def _cut(self, image: Any) -> Any:
         if isinstance(image, PIL.Image.Image):
-            return F.to_pil_image(self.forward(F.pil_to_tensor(image.convert("RGB"))))
+            return F.to_pil_image(self._cut(F.pil_to_tensor(image.convert("RGB"))))
         dim = -1 if bool(torch.rand(()) < 0.5) else -2
         if not bool(torch.rand(()) < self.probability) or image.shape[dim] % 2:
             return self.inner(image)

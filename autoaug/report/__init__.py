@@ -65,12 +65,14 @@ def _progress(data: RunData, writer: _Writer) -> list[Section]:
     best = writer.plot("best-so-far", plots.best_so_far(points), "best validation accuracy so far against trials "
                        "and against wall time")
     max_t = int(data.options.get("epochs") or max(t.last_epoch for t in data.trials))
-    rung_epochs = [e for e in (3 ** k for k in range(10)) if e <= max_t]
+    asha = data.options.get("scheduler", "asha") == "asha" and data.options.get("algo") != "pbt"
+    rung_epochs = [e for e in (3 ** k for k in range(10)) if e <= max_t] if asha else []  # grace 1, factor 3
     scores = rung_scores(data.trials)
     rows = [(e, len(s), f"{100 * max(s):.2f}%", f"{100 * sorted(s)[len(s) // 2]:.2f}%") for e, s in scores.items()]
     counts = table(["epoch", "trials reaching it", "best", "median"], rows)
-    rung = writer.plot("rungs", plots.rungs(data.trials, rung_epochs), "validation accuracy per epoch and ASHA rung")
-    return [Section("Best so far", best), Section("Scores per ASHA rung", rung + counts)]
+    rung = writer.plot("rungs", plots.rungs(data.trials, rung_epochs), "validation accuracy per epoch")
+    title = "Scores per ASHA rung" if asha else "Scores per epoch"
+    return [Section("Best so far", best), Section(title, rung + counts)]
 
 
 def _why(data: RunData, writer: _Writer) -> list[Section]:

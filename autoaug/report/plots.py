@@ -46,7 +46,7 @@ def rungs(trials: list[Trial], rung_epochs: list[int]) -> bytes:
                   marker="o", markersize=3)
     for epoch in rung_epochs:
         axis.axvline(epoch, color=TOP_COLOUR, alpha=0.25, linewidth=6)
-    axis.set(xlabel="epoch (shaded: ASHA rungs)", ylabel="validation accuracy (%)",
+    axis.set(xlabel="epoch (shaded: ASHA rungs)" if rung_epochs else "epoch", ylabel="validation accuracy (%)",
              title=f"scores per epoch and rung, {len(trials)} trials")
     axis.grid(alpha=0.3)
     return _png(figure)
