@@ -264,3 +264,28 @@ def test_every_shipped_space_exports_runnable_modules(space_name: str, tmp_path:
             assert mix(torch.rand(4, 3, 32, 32), torch.arange(4))[1].shape[0] == 4
         assert isinstance(module.build_loss(), torch.nn.CrossEntropyLoss)
         assert (module.build_low_resolution() is None) == (policy.resolution is None)
+
+
+@pytest.mark.parametrize("name", ["randaugment", "trivialaugment-wide"])
+def test_torchvisions_own_transforms_apply_our_ops_pixel_for_pixel(name: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the export uses v2.RandAugment/TrivialAugmentWide, each op they apply equals our kernel's."""
+    module = load_module(export_torchvision(load_policy(name)), tmp_path, f"own_{name.replace('-', '_')}")
+    calls = []
+    cls = v2.RandAugment if name == "randaugment" else v2.TrivialAugmentWide
+    original = cls._apply_image_or_video_transform
+
+    def record(self, image, op, value, *rest, **kwargs):
+        out = original(self, image, op, value, *rest, **kwargs)
+        calls.append((op, value, image, out))
+        return out
+
+    monkeypatch.setattr(cls, "_apply_image_or_video_transform", record)
+    section = module.build_transform().transforms[2]
+    torch.manual_seed(5)
+    for image in tinted_digits(48):
+        section(image)
+    assert len({op for op, *_ in calls}) >= 12, "most ops were drawn"
+    for op, value, image, out in calls:
+        ours = 8 - value if op == "Posterize" else value  # torchvision passes bits kept; ours, bits removed
+        assert torch.equal(OPS[op].kernel(image[None], torch.tensor([float(ours)]), torch.zeros(1, 4))[0], out), op
