@@ -67,3 +67,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 from autoaug_cli import evaluate_command, list_commands, policy_commands, search_command  # noqa: E402,F401
+from autoaug_cli import export_command, report_command  # noqa: E402,F401

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from autoaug_cli.app import app, examples, fail
 from autoaug.dataset_formats import MissingDataError  # numpy only: cheap at start-up
+from autoaug_cli.app import app, examples, fail
 from autoaug_cli.data_fix import missing_data_error
 from autoaug_cli.option_help import DEFAULT_LR, DOWNLOAD_HELP, LR_HELP
 from autoaug_cli.search_display import SearchDisplay
@@ -54,6 +56,7 @@ def search(
     address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (host:port or auto).")] = None,
     top_k: Annotated[int, typer.Option(min=0, help="Re-train the best k longer, with 2 seeds, before choosing.")] = 3,
     top_k_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of those runs (default: 2 x --epochs).")] = None,
+    log: Annotated[Optional[list[str]], typer.Option(help="Also log every trial to tensorboard (files under OUT/tune) or mlflow (MLFLOW_TRACKING_URI, else OUT/mlflow.db); repeatable.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary, nothing else.")] = False,
 ) -> None:
     """Search augmentation policies; writes policy.json, top/, trials.parquet and run.json (see docs/outputs.md)."""
@@ -67,23 +70,27 @@ def search(
                             budget=budget, algo=algo, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                             cpus_per_trial=cpus_per_trial, device=device, train_size=train_size, val_size=val_size,
                             batch_size=batch_size, seed=seed, out=out, resume=resume, address=address,
-                            top_k=top_k, top_k_epochs=top_k_epochs, download=download, lr=lr)
+                            top_k=top_k, top_k_epochs=top_k_epochs, download=download, lr=lr,
+                            log=tuple(log or ()))
     try:
         outcome = _run(options, as_json)  # Ctrl-C: SearchInterrupted, one line saying how to resume
     except MissingDataError as error:
         raise missing_data_error(ctx, error, data_dir) from None
+    report = write_search_report(outcome.out)
     if as_json:
-        print(json.dumps(_summary(outcome)))
+        print(json.dumps({**_summary(outcome), "report": None if report is None else str(report)}))
         return
     Console(soft_wrap=True).print(
         f"chosen policy [bold]{outcome.policy.name}[/]: validation accuracy {100 * outcome.score:.2f}% "
         f"(trial {outcome.chosen_trial}; {outcome.trials} trials: {outcome.completed} completed, "
         f"{outcome.stopped_early} stopped early, {outcome.failed} failed)\n"
-        f"written to {outcome.policy_path} (top-k in top/, every trial in trials.parquet)")
+        f"written to {outcome.policy_path} (top-k in top/, every trial in trials.parquet)"
+        + (f"\nreport: {report}" if report is not None else ""))
 
 
 def _run(options: SearchOptions, as_json: bool) -> SearchOutcome:
     warnings.filterwarnings("ignore")  # Ray's and nevergrad's import-time notices are not the user's concern
+    from autoaug.search.outcome import SearchInterrupted
     from autoaug.search.tune import run_search  # ray loads only for this command
 
     if as_json:
@@ -91,5 +98,18 @@ def _run(options: SearchOptions, as_json: bool) -> SearchOutcome:
     display = SearchDisplay()
     try:
         return run_search(options, on_progress=display.update)
+    except SearchInterrupted:
+        write_search_report(options.out)  # what an interrupted search has is worth a look too
+        raise
     finally:
         display.close()
+
+
+def write_search_report(out: str | Path) -> Path | None:
+    """report.html in the search folder; a report that fails is a note, never a failed search."""
+    from autoaug.report import write_report  # matplotlib loads only here
+    try:
+        return write_report(out).html
+    except Exception as error:  # noqa: BLE001
+        sys.stderr.write(f"note: no report.html ({type(error).__name__}: {error}); try: autoaug report {out}\n")
+        return None

@@ -18,6 +18,7 @@ from autoaug.trainer import TrainConfig, auto_batch_size
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 ALGOS = ("nevergrad", "random", "pbt")
+LOGGERS = {"tensorboard": "tensorboardX", "mlflow": "mlflow"}  # --log name -> the package Ray Tune's callback needs
 SCHEDULERS = ("asha", "fifo")
 DEFAULT_GPU_SHARE = 0.25  # four proxy-net trials share a GPU: one alone leaves most of it idle
 # options a resumed search may change; everything else comes from the interrupted search's run.json
@@ -73,8 +74,11 @@ class SearchOptions:
     top_k_epochs: int | None = None  # None: twice ``epochs``
     top_k_seeds: int = 2
     download: bool = False  # fetch a named dataset's files into data_dir if absent
+    log: tuple[str, ...] = ()  # Ray Tune logger callbacks: tensorboard, mlflow
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "log", tuple(self.log))  # run.json gives a list back
+        _check_loggers(self.log)
         for key, allowed in (("algo", ALGOS), ("scheduler", SCHEDULERS)):
             if getattr(self, key) not in allowed:
                 raise AutoaugError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
@@ -103,6 +107,15 @@ class SearchOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_loggers(names: tuple[str, ...]) -> None:
+    import importlib.util
+    for name in names:
+        if name not in LOGGERS:
+            raise AutoaugError(f"log must be one of {', '.join(LOGGERS)}, got {name!r}")
+        if importlib.util.find_spec(LOGGERS[name]) is None:
+            raise AutoaugError(f"--log {name} needs {LOGGERS[name]}: pip install 'autoaug[{name}]'")
 
 
 def _at_least(options: SearchOptions, keys: tuple[str, ...], low: int) -> None:

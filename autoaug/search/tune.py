@@ -383,10 +383,23 @@ def _tuner(options: SearchOptions, space: SearchSpace, trainable: Any, recorder:
         search_alg=searcher, scheduler=_scheduler(options, space), max_concurrent_trials=resources.concurrency,
         reuse_actors=True)  # a new actor per trial would import torch again: seconds per trial on a CPU
     run_config = tune.RunConfig(
-        name="tune", storage_path=str(out), verbose=0, callbacks=[recorder],
+        name="tune", storage_path=str(out), verbose=0, callbacks=[recorder, *_loggers(options, out)],
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=3) if options.algo == "pbt" else None)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def _loggers(options: SearchOptions, out: Path) -> list[Any]:
+    """Ray Tune's own logger callbacks for ``--log``: TensorBoard files in each trial's folder, MLflow runs."""
+    callbacks: list[Any] = []
+    if "tensorboard" in options.log:
+        from ray.tune.logger import TBXLoggerCallback
+        callbacks.append(TBXLoggerCallback())
+    if "mlflow" in options.log:  # MLFLOW_TRACKING_URI where set (a team's server), else a local store in the run
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{out / 'mlflow.db'}"  # mlflow 3 retired ./mlruns
+        callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=f"autoaug-{out.name}"))
+    return callbacks
 
 
 def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None] | None = None) -> SearchOutcome:
