@@ -134,3 +134,39 @@ def test_calibration_batches_are_a_fixed_pick_of_normalised_training_images(trai
     signature, reference = full.mean(-1).flatten(1), normalized.mean(-1).flatten(1)
     matches = (signature[:, None] - reference[None]).abs().amax(-1) < 1e-4
     assert (matches.sum(1) == 1).all() and matches.any(0).sum() == len(full)
+
+
+def test_grid_scores_every_configuration_after_its_own_calibration():
+    """Mechanics on an untrained net: one score per width x resolution (calibrated at that resolution,
+    in that width's norms), then full width and resolution with the statistics it came with."""
+    model = _slim()
+    model.eval()
+    config = WidthResolution(widths=[1.0, 0.25, 0.5, 0.25], resolutions=[16, 8], num_random_subnets=0)
+    log: list[tuple[str, float, int | None]] = []
+    gen = torch.Generator().manual_seed(0)
+
+    def calibration(size: int):
+        log.append(("calibrate", model.head.width, size))
+        return [torch.randn(4, 3, size, size, generator=gen) * 3 + 2]
+
+    def score(size):
+        moved = [m.running_mean.abs().sum().item() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        log.append(("score", model.head.width, size))
+        return float(len(log)), sum(moved), -1.0
+
+    before = [b.clone() for b in model.buffers()]
+    grid = evaluate_grid(model, config, 32, score, calibration=calibration)
+    assert list(grid) == ["w0.25_r8", "w0.25_r16", "w0.5_r8", "w0.5_r16", "w1_r8", "w1_r16", "full"]
+    expected = [(kind, w, r) for w in (0.25, 0.5, 1.0) for r in (8, 16) for kind in ("calibrate", "score")]
+    assert log == expected + [("score", 1.0, 32)]
+    assert all(grid[key][1] > 0 for key in grid if key != "full")  # calibrated: statistics moved off zero
+    assert grid["full"][1] == 0.0  # full: the untouched initial statistics
+    assert all(torch.equal(a, b) for a, b in zip(before, model.buffers())) and model.head.width == 1.0
+    assert not model.training
+
+
+def test_grid_without_calibration_leaves_statistics_alone():
+    model = _slim()
+    config = WidthResolution(widths=[0.5, 1.0], resolutions=[8], num_random_subnets=0)
+    sums = evaluate_grid(model, config, 32, lambda size: (sum(b.float().sum().item() for b in model.buffers()), 0, 0))
+    assert len({value[0] for value in sums.values()}) == 1 and set(sums) == {"w0.5_r8", "w1_r8", "full"}
