@@ -14,6 +14,7 @@ import pytest
 
 import autoaug.evaluate as evaluate_module
 from autoaug.datasets import load_dataset
+from autoaug.errors import AutoaugError
 from autoaug.evaluate import EvaluationOptions, PolicyScore, run_evaluation
 from autoaug.results import json_safe, write_json, write_parquet
 from autoaug.trainer import TrainResult
@@ -65,6 +66,7 @@ def test_run_evaluation_end_to_end(digits_npz, tmp_path, monkeypatch, umask_022)
     assert seen == [(TRAIN, TEST, 0), (TRAIN, TEST, 1), (TRAIN, TEST, 2)]
     assert [(p.run, p.seed, p.metrics.epoch) for p in progress] == [(0, 0, 1), (0, 0, 2), (1, 1, 1), (1, 1, 2),
                                                                    (2, 2, 1)]
+    assert all((p.runs, p.epochs, p.policy) == (3, 2, "cropflip") for p in progress)
     assert len(score.accuracies) == 2 and len(score.eces) == 2
     assert score.failures == ("seed 2: nan: training loss became nan in epoch 2",)
     assert all(round(a * TEST, 4) == round(a * TEST) for a in score.accuracies)  # scored on the 100 test images
@@ -83,6 +85,9 @@ def test_run_evaluation_end_to_end(digits_npz, tmp_path, monkeypatch, umask_022)
     assert result["std"] == pytest.approx(statistics.stdev(score.accuracies))
     assert result["mean_ece"] == pytest.approx(statistics.fmean(score.eces)) and result["runs"] == 2
     assert result["failures"] == list(score.failures)
+    assert summary["options"]["batch_size"] == 32 and summary["options"]["out"] == str(tmp_path)  # resolved
+    assert set(summary["versions"]) == {"autoaug", "torch", "torchvision"} and summary["created"].endswith("+00:00")
+    assert "ECE" in summary["protocol"]
     for name in ("evaluation.json", "evaluation.parquet"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
 
@@ -143,3 +148,12 @@ def test_parquet_failure_leaves_the_old_file(tmp_path, monkeypatch):
         write_parquet([{"a": 2}], path)
     assert pq.read_table(path).to_pylist() == [{"a": 1}] and [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
 
+
+
+def test_without_out_nothing_is_written_and_names_are_required(digits_npz, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(evaluate_module, "train", lambda *args, **kwargs: TrainResult("nan", "x", ()))
+    run_evaluation(EvaluationOptions(("cropflip",), dataset=str(digits_npz), model="proxy_tiny", device="cpu"))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(AutoaugError, match="name at least one policy"):
+        run_evaluation(EvaluationOptions((), dataset=str(digits_npz)))

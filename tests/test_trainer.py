@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,8 +14,9 @@ from autoaug.datasets import ArrayData, load_dataset, split_train_val
 from autoaug.errors import AutoaugError
 from autoaug.mixing import BatchMixer, _cutmix_boxes, soft_targets
 from autoaug.policy import Labels, Policy, policy_from_dict
-from autoaug.trainer import (STREAMS, Normalizer, SeedStreams, TrainConfig, Trainer, auto_batch_size, derive_seed,
-                             evaluate, expected_calibration_error, low_resolution, lr_factor, soft_cross_entropy, train)
+from autoaug.trainer import (STREAMS, EpochMetrics, Normalizer, SeedStreams, TrainConfig, Trainer, TrainResult,
+                             auto_batch_size, derive_seed, evaluate, expected_calibration_error, low_resolution,
+                             lr_factor, resolve_device, soft_cross_entropy, train)
 
 FAST = dict(model="proxy_tiny", batch_size=128, lr=0.2, device="cpu")
 
@@ -267,6 +269,7 @@ def test_weight_decay_falls_on_conv_and_linear_weights_only():
     norms = [p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in (m.weight, m.bias)]
     assert {id(p) for p in rest} == {id(p) for p in norms} | {id(model.fc.bias)}
     assert len(rest) + len(decayed[0]["params"]) == len(list(model.parameters()))
+    assert all(g["momentum"] == 0.9 and g["nesterov"] for g in trainer._run.optimizer.param_groups)
 
 
 class _FixedLogits(nn.Module):
@@ -355,3 +358,67 @@ def test_seed_streams_do_not_overlap_across_seeds():
 def test_train_config_rejects_bad_values(field, value, message):
     with pytest.raises(AutoaugError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_results_and_devices():
+    empty = TrainResult("nan", "x", ())
+    assert empty.final is None and math.isnan(empty.val_accuracy)
+    metrics = EpochMetrics(1, 2.0, 0.5, 1.5, 0.1, 100.0, 3.0, {"w0.5_r16": 0.4})
+    full = TrainResult("ok", "", (metrics,))
+    assert full.final is metrics and full.val_accuracy == 0.5
+    assert full.to_dict() == {"status": "ok", "message": "", "epochs": [
+        {"epoch": 1, "train_loss": 2.0, "val_accuracy": 0.5, "val_loss": 1.5, "val_ece": 0.1,
+         "images_per_second": 100.0, "seconds": 3.0, "grid_accuracy": {"w0.5_r16": 0.4}}]}
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(AutoaugError, match="device must be auto, cpu or cuda\\[:N\\], got 'tpu'"):
+        resolve_device("tpu")
+
+
+def test_trainer_label_smoothing_fills_in_where_the_policy_sets_none():
+    data = _tiny()
+    config = TrainConfig(model="proxy_tiny", device="cpu", label_smoothing=0.1)
+    assert Trainer(_policy(), *data, config)._run.labels_cfg == Labels(label_smoothing=0.1)
+    soft = _policy(labels={"soft_target_strength": 0.5})
+    assert Trainer(soft, *data, config)._run.labels_cfg == Labels(label_smoothing=0.1, soft_target_strength=0.5)
+    own = _policy(labels={"label_smoothing": 0.2})
+    assert Trainer(own, *data, config)._run.labels_cfg == Labels(label_smoothing=0.2)
+    assert Trainer(_policy(), *data, TrainConfig(model="proxy_tiny", device="cpu"))._run.labels_cfg is None
+
+
+def test_trainer_checks_channels_and_policy_changes():
+    train_set, val_set = _tiny()
+    grey = ArrayData(val_set.images[:, :1], val_set.labels, val_set.classes)
+    with pytest.raises(AutoaugError, match="differ in channel count"):
+        Trainer(_policy(), train_set, grey, TrainConfig(model="proxy_tiny", device="cpu"))
+    trainer = Trainer(_policy(), train_set, val_set, TrainConfig(model="proxy_tiny", device="cpu"))
+    new = _policy(**CROPFLIP)
+    trainer.set_policy(new)
+    assert trainer.policy is new and trainer._run.augment.policy is new and trainer._run.labels_cfg is None
+    with pytest.raises(AutoaugError, match="width_resolution section cannot change"):
+        trainer.set_policy(_policy(width_resolution={"widths": [0.5, 1.0], "resolutions": [16]}))
+
+
+def test_state_dict_round_trip():
+    train_set, val_set = _tiny()
+    config = TrainConfig(model="proxy_tiny", device="cpu", batch_size=32, lr=0.1)
+    first = Trainer(_policy(), train_set, val_set, config)
+    first.run_epoch()
+    state = first.state_dict()
+    second = Trainer(_policy(), train_set, val_set, replace(config, seed=7))
+    second.load_state_dict(state)
+    assert second.epochs_done == 1 and state["policy"] == _policy().to_dict()
+    assert all(torch.equal(a, b) for a, b in zip(first._run.model.state_dict().values(),
+                                                 second._run.model.state_dict().values()))
+    assert torch.equal(first._run.shuffle.get_state(), second._run.shuffle.get_state())
+    assert second._run.optimizer.state_dict()["state"].keys() == first._run.optimizer.state_dict()["state"].keys()
+
+
+def test_out_of_memory_ends_with_status(monkeypatch):
+    def oom(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB\nmore detail")
+
+    monkeypatch.setattr(Trainer, "run_epoch", oom)
+    result = train(_policy(), *_tiny(), TrainConfig(model="proxy_tiny", device="cpu"))
+    assert (result.status, result.message, result.epochs) == (
+        "oom", "out of device memory: CUDA out of memory. Tried to allocate 2 GiB", ())

@@ -122,18 +122,25 @@ def test_recalibration_raises_the_half_width_score(trained):
     assert plain["w1_r32"] == plain["full"]
 
 
-def test_calibration_batches_are_a_fixed_pick_of_normalised_training_images(trained):
-    trainer, _ = trained
-    run = trainer._run
+def test_calibration_batches_are_a_fixed_pick_of_normalised_training_images():
+    train_set, val_set = split_train_val(load_dataset("digits").train, val_size=50, seed=0, train_size=300)
+    policy = policy_from_dict({"schema_version": 1, "name": "slim", "width_resolution": {
+        "widths": [0.5, 1.0], "resolutions": [16]}})
+    run = Trainer(policy, train_set, val_set, TrainConfig(model="proxy_tiny", device="cpu", eval_batch_size=128,
+                                                          calibration_images=250))._run
     first, again = list(calibration_batches(run, 16)), list(calibration_batches(run, 16))
-    assert [b.shape for b in first] == [(300, 3, 16, 16)]
-    assert torch.equal(first[0], again[0])
+    assert [b.shape for b in first] == [(128, 3, 16, 16), (122, 3, 16, 16)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    labels = {int(run.labels[i]) for i in range(len(run.labels))}
+    assert len(labels) == 10  # a seeded pick across the set, not the first 250 as stored
     full = torch.cat(list(calibration_batches(run, 32)))
     normalized = Normalizer(run.images)(run.images)
     # every calibration image is a (normalised) training image, none twice: matched by their row means
     signature, reference = full.mean(-1).flatten(1), normalized.mean(-1).flatten(1)
     matches = (signature[:, None] - reference[None]).abs().amax(-1) < 1e-4
-    assert (matches.sum(1) == 1).all() and matches.any(0).sum() == len(full)
+    assert (matches.sum(1) == 1).all() and matches.any(0).sum() == len(full) == 250
+    picked = matches.float().argmax(1)
+    assert picked.max() >= 250  # not simply the first 250 images
 
 
 def test_grid_scores_every_configuration_after_its_own_calibration():
