@@ -118,7 +118,8 @@ def test_width_resolution_reports_every_width_and_resolution(digits):
     grid = result.epochs[-1].grid_accuracy
     assert set(grid) == {f"w{w:g}_r{r}" for w in (0.25, 0.5, 1.0) for r in (24, 32)}
     assert all(0.0 <= acc <= 1.0 for acc in grid.values())
-    assert grid["w1_r32"] == pytest.approx(result.val_accuracy)
+    # no grid["w1_r32"] == val_accuracy: the grid recalibrates batch norm per configuration, while
+    # val_accuracy keeps training's statistics, like a plain run (tests/test_widthres.py checks both)
 
 
 def test_width_resolution_needs_a_slimmable_model(digits):
