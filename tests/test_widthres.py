@@ -177,3 +177,43 @@ def test_grid_without_calibration_leaves_statistics_alone():
     config = WidthResolution(widths=[0.5, 1.0], resolutions=[8], num_random_subnets=0)
     sums = evaluate_grid(model, config, 32, lambda size: (sum(b.float().sum().item() for b in model.buffers()), 0, 0))
     assert len({value[0] for value in sums.values()}) == 1 and set(sums) == {"w0.5_r8", "w1_r8", "full"}
+
+
+def test_check_slimmable_refuses_any_other_module_by_name():
+    with pytest.raises(AutoaugError, match="Linear is not"):
+        check_slimmable(nn.Linear(2, 2), WidthResolution(widths=[0.5, 1.0], resolutions=[16]))
+
+
+def _sandwich_inputs(model: nn.Module, config: WidthResolution, seed: int, steps: int = 4) -> list:
+    seen: list[tuple[float, torch.Tensor]] = []
+    handle = model.register_forward_pre_hook(lambda m, args: seen.append((m.head.width, args[0])))
+    step = SandwichStep(model, config, torch.Generator().manual_seed(seed))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for _ in range(steps):
+        step(x, torch.eye(4)[:2], lambda logits, t: -(t * nnf.log_softmax(logits, 1)).sum(1).mean(), nullcontext)
+    handle.remove()
+    return seen
+
+
+def test_sandwich_draws_from_its_own_generator_and_downscales_with_antialiasing():
+    model = _slim((0.25, 0.5, 0.75, 1.0))
+    config = WidthResolution(widths=[0.25, 0.5, 0.75, 1.0], resolutions=[8, 16, 32], num_random_subnets=2)
+    torch.manual_seed(1)
+    first = _sandwich_inputs(model, config, seed=0)
+    torch.manual_seed(2)  # the global generator must not matter
+    second = _sandwich_inputs(model, config, seed=0)
+    assert [(w, x.shape) for w, x in first] == [(w, x.shape) for w, x in second]
+    x = first[0][1]
+    for width, small in first:
+        size = small.shape[-1]
+        expected = x if size == 32 else nnf.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        assert torch.allclose(small, expected, atol=1e-6)
+    assert {x.shape[-1] for _, x in first[1:]} == {8, 16, 32}
+
+
+def test_sandwich_with_two_widths_trains_both():
+    model = _slim((0.5, 1.0))
+    config = WidthResolution(widths=[0.5, 1.0], resolutions=[16], num_random_subnets=1)
+    seen = _sandwich_inputs(model, config, seed=0, steps=1)
+    # no middle widths: the random sub-networks come from all widths
+    assert [w for w, _ in seen][:2] == [1.0, 0.5] and len(seen) == 3
