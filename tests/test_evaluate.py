@@ -17,7 +17,7 @@ from autoaug.datasets import load_dataset
 from autoaug.errors import AutoaugError
 from autoaug.evaluate import EvaluationOptions, PolicyScore, run_evaluation
 from autoaug.results import json_safe, write_json, write_parquet
-from autoaug.trainer import TrainResult
+from autoaug.trainer import EpochMetrics, TrainResult
 
 TRAIN, TEST = 256, 100
 
@@ -77,7 +77,8 @@ def test_run_evaluation_end_to_end(digits_npz, tmp_path, monkeypatch, umask_022)
     assert [last[0]["test_accuracy"], last[1]["test_accuracy"]] == pytest.approx(list(score.accuracies))
     assert [last[0]["test_ece"], last[1]["test_ece"]] == pytest.approx(list(score.eces))
     failed = [r for r in rows if r["status"] != "ok"]
-    assert [(r["seed"], r["status"], r["error"]) for r in failed] == [(2, "nan", "training loss became nan in epoch 2")]
+    assert [(r["policy"], r["seed"], r["status"], r["error"]) for r in failed] == [
+        ("cropflip", 2, "nan", "training loss became nan in epoch 2")]
 
     summary = _strict((tmp_path / "evaluation.json").read_text())
     (result,) = summary["results"]
@@ -157,3 +158,18 @@ def test_without_out_nothing_is_written_and_names_are_required(digits_npz, tmp_p
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(AutoaugError, match="name at least one policy"):
         run_evaluation(EvaluationOptions((), dataset=str(digits_npz)))
+
+
+def test_runs_count_over_policies_and_seeds(digits_npz, monkeypatch):
+    def train(policy, train_data, eval_data, config, *, on_epoch):
+        metrics = EpochMetrics(1, 1.0, 0.5 + config.seed / 10, 1.0, 0.1, 1.0, 1.0)
+        on_epoch(metrics)
+        return TrainResult("ok", "", (metrics,))
+
+    monkeypatch.setattr(evaluate_module, "train", train)
+    progress = []
+    scores = run_evaluation(EvaluationOptions(("cropflip", "randaugment"), dataset=str(digits_npz), epochs=1, seeds=2,
+                                              device="cpu"), on_progress=progress.append)
+    assert [(p.run, p.policy, p.seed) for p in progress] == [
+        (0, "cropflip", 0), (1, "cropflip", 1), (2, "randaugment", 0), (3, "randaugment", 1)]
+    assert [(s.policy, s.accuracies) for s in scores] == [("cropflip", (0.5, 0.6)), ("randaugment", (0.5, 0.6))]

@@ -55,6 +55,7 @@ def _macs(calls: list[tuple[nn.Module, int, int]]) -> int:
 
 def test_registry_holds_the_required_models_sorted():
     assert set(REQUIRED) <= set(ALL) and ALL == sorted(ALL)
+    assert all(MODELS[name].name == name for name in ALL)
 
 
 @pytest.mark.parametrize("name", ALL)

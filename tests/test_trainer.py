@@ -396,7 +396,7 @@ def test_trainer_checks_channels_and_policy_changes():
     new = _policy(**CROPFLIP)
     trainer.set_policy(new)
     assert trainer.policy is new and trainer._run.augment.policy is new and trainer._run.labels_cfg is None
-    with pytest.raises(AutoaugError, match="width_resolution section cannot change"):
+    with pytest.raises(AutoaugError, match="^the width_resolution section cannot change during a run$"):
         trainer.set_policy(_policy(width_resolution={"widths": [0.5, 1.0], "resolutions": [16]}))
 
 
