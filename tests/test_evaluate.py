@@ -85,6 +85,8 @@ def test_run_evaluation_end_to_end(digits_npz, tmp_path, monkeypatch, umask_022)
     assert result["mean"] == pytest.approx(statistics.fmean(score.accuracies))
     assert result["std"] == pytest.approx(statistics.stdev(score.accuracies))
     assert result["mean_ece"] == pytest.approx(statistics.fmean(score.eces)) and result["runs"] == 2
+    assert result["eces"] == list(score.eces) and result["accuracies"] == list(score.accuracies)
+    assert result["policy"] == "cropflip"
     assert result["failures"] == list(score.failures)
     assert summary["options"]["batch_size"] == 32 and summary["options"]["out"] == str(tmp_path)  # resolved
     assert set(summary["versions"]) == {"autoaug", "torch", "torchvision"} and summary["created"].endswith("+00:00")
