@@ -172,6 +172,8 @@ def test_expected_calibration_error_on_known_values():
     # bin of 0.95: accuracy 1 vs confidence 0.95; bin of 0.55: accuracy 0.5 vs 0.55 -> (0.1 + 0.1) / 4
     assert expected_calibration_error(confidence, correct) == pytest.approx(0.05)
     assert math.isclose(expected_calibration_error(torch.ones(3), torch.ones(3)), 0.0, abs_tol=1e-7)
+    # the top two of 15 bins are kept apart: (|1 - 0.95| + |0 - 0.9|) / 2, not |0.5 - 0.925|
+    assert expected_calibration_error(torch.tensor([0.95, 0.9]), torch.tensor([1.0, 0.0])) == pytest.approx(0.475)
 
 
 # ---- the training math, each against an independent computation ----------------------------------
@@ -404,7 +406,8 @@ def test_state_dict_round_trip():
     train_set, val_set = _tiny()
     config = TrainConfig(model="proxy_tiny", device="cpu", batch_size=32, lr=0.1)
     first = Trainer(_policy(), train_set, val_set, config)
-    first.run_epoch()
+    metrics = first.run_epoch()
+    assert metrics.images_per_second * metrics.seconds == pytest.approx(96)  # 3 full batches of 32 from 100
     state = first.state_dict()
     second = Trainer(_policy(), train_set, val_set, replace(config, seed=7))
     second.load_state_dict(state)
@@ -423,3 +426,14 @@ def test_out_of_memory_ends_with_status(monkeypatch):
     result = train(_policy(), *_tiny(), TrainConfig(model="proxy_tiny", device="cpu"))
     assert (result.status, result.message, result.epochs) == (
         "oom", "out of device memory: CUDA out of memory. Tried to allocate 2 GiB", ())
+
+
+def test_occlusion_softens_the_targets_of_a_batch():
+    policy = _policy(post=[{"op": "Cutout", "magnitude": 1.0}], labels={"soft_target_strength": 1.0})
+    run = Trainer(policy, *_tiny(), TrainConfig(model="proxy_tiny", device="cpu"))._run
+    _, targets = run.batch(torch.arange(16), 0.0)
+    assert torch.allclose(targets.sum(1), torch.ones(16))
+    assert (targets.max(1).values < 0.99).all()  # every image lost part of itself to the cutout
+    plain = Trainer(_policy(labels={"soft_target_strength": 1.0}), *_tiny(), TrainConfig(model="proxy_tiny",
+                                                                                          device="cpu"))._run
+    assert torch.equal(plain.batch(torch.arange(16), 0.0)[1], torch.eye(10)[plain.labels[:16]])
