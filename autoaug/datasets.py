@@ -289,6 +289,23 @@ def _balanced_indices(data: ArrayData, size: int, rng: np.random.Generator, *, w
     return np.sort(np.concatenate(chosen))
 
 
+def _stratified_indices(data: ArrayData, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``size`` images, each class taking its share of ``data`` (largest remainders).
+
+    Proportional, as scikit-learn's stratified splits: an imbalanced set keeps its class shares in both
+    parts, where equal quotas would over-represent rare classes in one part and drain them from the other.
+    """
+    labels = data.labels.cpu().numpy()
+    counts = np.bincount(labels, minlength=data.num_classes)
+    exact = counts * (size / len(labels))
+    quotas = np.floor(exact).astype(np.int64)
+    # ties in the remainders go to a seeded random class, not always to the lowest class index
+    order = np.lexsort((rng.random(len(counts)), -(exact - quotas)))
+    quotas[order[:size - quotas.sum()]] += 1
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in enumerate(quotas) if q]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
 def _complement(indices: np.ndarray, total: int) -> np.ndarray:
     keep = np.ones(total, dtype=bool)
     keep[indices] = False
@@ -324,10 +341,11 @@ def _check_whole(size: object, limit: int, *, what: str, detail: str) -> None:
 
 def split_train_val(train: ArrayData, *, val_size: int | float, seed: int,
                     train_size: int | None = None) -> tuple[ArrayData, ArrayData]:
-    """A seeded, class-balanced ``(train, validation)`` split carved from the training data only.
+    """A seeded, class-stratified ``(train, validation)`` split carved from the training data only.
 
-    ``val_size`` is a count or a fraction in (0, 1) of ``train``. ``train_size`` reduces the rest to a
-    class-balanced subset (as AutoAugment's reduced CIFAR-10 of 4,000 images). The validation part
+    ``val_size`` is a count or a fraction in (0, 1) of ``train``; each class gives its proportional share
+    (largest remainders), so both parts keep the class balance of ``train``. ``train_size`` reduces the
+    rest to a stratified subset (as AutoAugment's reduced CIFAR-10 of 4,000 images). The validation part
     depends only on ``seed`` and ``val_size``, so runs with different ``train_size`` validate alike.
     """
     import torch
@@ -336,11 +354,11 @@ def split_train_val(train: ArrayData, *, val_size: int | float, seed: int,
     if count >= len(train):
         raise AutoaugError(f"val_size {val_size} takes all {len(train)} training images; leave some to train on")
     rng = np.random.default_rng(seed)
-    val = _balanced_indices(train, count, rng, what="val_size")
+    val = _stratified_indices(train, count, rng)
     rest = _complement(val, len(train))
     if train_size is not None:
         _check_whole(train_size, len(rest), what="train_size",
                      detail=f"the {len(train)} training images less {count} for validation")
         remaining = train.subset(torch.from_numpy(rest))
-        rest = rest[_balanced_indices(remaining, int(train_size), rng, what="train_size")]
+        rest = rest[_stratified_indices(remaining, int(train_size), rng)]
     return train.subset(torch.from_numpy(rest)), train.subset(torch.from_numpy(val))

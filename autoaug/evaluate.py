@@ -44,17 +44,27 @@ class Progress:
 
 @dataclass(frozen=True)
 class PolicyScore:
+    """Test accuracy and calibration error (ECE) of each run that finished, and why the others failed."""
+
     policy: str
     accuracies: tuple[float, ...]
     failures: tuple[str, ...] = field(default_factory=tuple)
+    eces: tuple[float, ...] = field(default_factory=tuple)
 
     @property
     def mean(self) -> float:
+        """Mean test accuracy; NaN when no run finished (written as null)."""
         return statistics.fmean(self.accuracies) if self.accuracies else math.nan
 
     @property
     def std(self) -> float:
-        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+        """Sample standard deviation over runs; NaN for fewer than two (one run has no spread)."""
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else math.nan
+
+    @property
+    def mean_ece(self) -> float:
+        """Mean expected calibration error (15 bins) on the test set; NaN when no run finished."""
+        return statistics.fmean(self.eces) if self.eces else math.nan
 
 
 def _load_all(names: tuple[str, ...]) -> list[Policy]:
@@ -74,32 +84,36 @@ def run_evaluation(options: EvaluationOptions, *,
     rows: list[dict] = []
     scores = []
     for p_index, policy in enumerate(policies):
-        accuracies, failures = [], []
+        accuracies, failures, eces = [], [], []
         for seed in range(options.seeds):
             run = p_index * options.seeds + seed
             config = TrainConfig(model=options.model, epochs=options.epochs, batch_size=options.batch_size,
                                  lr=options.lr, seed=seed, device=options.device)
 
             def report(metrics: EpochMetrics, run: int = run, seed: int = seed, name: str = policy.name) -> None:
-                rows.append({"policy": name, "seed": seed, **_flat(metrics)})
+                rows.append({"policy": name, "seed": seed, "status": "ok", **_flat(metrics)})
                 if on_progress is not None:
                     on_progress(Progress(run, runs, name, seed, metrics, options.epochs))
 
             result = train(policy, dataset.train, test, config, on_epoch=report)
             if result.status == "ok":
                 accuracies.append(result.val_accuracy)
+                eces.append(result.epochs[-1].val_ece)
             else:
                 failures.append(f"seed {seed}: {result.status}: {result.message}")
-            _save(options, scores + [PolicyScore(policy.name, tuple(accuracies), tuple(failures))], rows)
-        scores.append(PolicyScore(policy.name, tuple(accuracies), tuple(failures)))
+                rows.append({"policy": policy.name, "seed": seed, "status": result.status, "error": result.message})
+            _save(options, scores + [PolicyScore(policy.name, tuple(accuracies), tuple(failures), tuple(eces))], rows)
+        scores.append(PolicyScore(policy.name, tuple(accuracies), tuple(failures), tuple(eces)))
     _save(options, scores, rows)
     return scores
 
 
 def _flat(metrics: EpochMetrics) -> dict:
+    """One parquet row: the trainer's held-out metrics are test-set metrics here, and are named so."""
     data = asdict(metrics)
     grid = data.pop("grid_accuracy")
-    return {**data, **{f"grid_accuracy.{key}": value for key, value in grid.items()}}
+    row = {key.replace("val_", "test_", 1) if key.startswith("val_") else key: value for key, value in data.items()}
+    return {**row, **{f"test_grid_accuracy.{key}": value for key, value in grid.items()}}
 
 
 def _save(options: EvaluationOptions, scores: list[PolicyScore], rows: list[dict]) -> None:
@@ -109,9 +123,11 @@ def _save(options: EvaluationOptions, scores: list[PolicyScore], rows: list[dict
     out = Path(options.out)
     summary = {
         "options": {**asdict(options), "out": str(out)},
-        "protocol": "train on the full training set, test accuracy at the last epoch",
+        "protocol": "train on the full training set, test accuracy and ECE at the last epoch; "
+                    "std is null for one run, mean is null when no run finished",
         "learning_rate": learning_rate_record(TrainConfig(lr=options.lr), options.batch_size),
-        "results": [{"policy": s.policy, "mean": s.mean, "std": s.std, "accuracies": list(s.accuracies),
+        "results": [{"policy": s.policy, "runs": len(s.accuracies), "mean": s.mean, "std": s.std,
+                     "accuracies": list(s.accuracies), "mean_ece": s.mean_ece, "eces": list(s.eces),
                      "failures": list(s.failures)} for s in scores],
         "versions": library_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,11 +1,11 @@
-"""Result files: Parquet rows and JSON documents, always replaced atomically."""
+"""Result files: Parquet rows and strict JSON documents, replaced atomically, readable by others (0644)."""
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,15 +24,31 @@ def write_parquet(rows: Sequence[dict[str, Any]], path: str | Path, *, metadata:
     table = pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in rows])
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    # not mkstemp: its 0600 would survive the rename; a plain new file honours the umask (0644 by default)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
+def json_safe(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by None (JSON null), in nested dicts and lists."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(value) for value in data]
+    return data
+
+
 def write_json(data: Any, path: str | Path) -> Path:
-    return write_atomic(Path(path), json.dumps(data, indent=2, default=str) + "\n")
+    """Strict JSON (no NaN, which most JSON readers reject): non-finite floats are written as null."""
+    return write_atomic(Path(path), json.dumps(json_safe(data), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def library_versions() -> dict[str, str]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as nnf
 
@@ -24,6 +25,36 @@ from autoaug.widthres import SandwichStep, evaluate_grid
 
 Status = Literal["ok", "nan", "oom", "stopped"]
 LR_REFERENCE_BATCH = 512  # TrainConfig.lr is the rate for this many images a step; see scaled_lr
+STREAMS = ("init", "order", "augment")
+
+
+def derive_seed(seed: int, *path: int) -> int:
+    """A 63-bit seed for the stream at ``path`` below ``seed``, independent of every other (seed, path).
+
+    numpy's SeedSequence hashes the pair, so seed 1's first stream is unrelated to seed 0's second,
+    as ``seed + k`` offsets were not.
+    """
+    state = np.random.SeedSequence(entropy=seed % 2**128, spawn_key=path).generate_state(2, np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+@dataclass(frozen=True)
+class SeedStreams:
+    """The seeds of a run's independent random streams."""
+
+    init: int
+    order: int
+    augment: int
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> SeedStreams:
+        chosen = {"init": config.init_seed, "order": config.order_seed, "augment": config.augment_seed}
+        return cls(**{name: derive_seed(config.seed, k) if chosen[name] is None else derive_seed(chosen[name], k)
+                      for k, name in enumerate(STREAMS)})
+
+    def augment_part(self, part: int, restart: int = 0) -> int:
+        """Seeds below the augmentation stream: 0 the policy, 1 mixing, 2 resolution/width draws."""
+        return derive_seed(self.augment, part, restart)
 
 
 @dataclass(frozen=True)
@@ -41,12 +72,19 @@ class TrainConfig:
     schedule: Literal["cosine", "onecycle"] = "cosine"
     label_smoothing: float = 0.0
     seed: int = 0
+    # each stream is derived from ``seed`` unless set: change one alone and the others stay as they were
+    init_seed: int | None = None  # the model's initial weights
+    order_seed: int | None = None  # the order batches are drawn in
+    augment_seed: int | None = None  # the policy's, mixing's and resolution/width draws
     device: str = "auto"
     eval_batch_size: int = 1024
+    calibration_images: int = 2048  # training images that re-estimate BN statistics per width x resolution
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise AutoaugError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if self.calibration_images < 1:
+            raise AutoaugError(f"calibration_images must be >= 1, got {self.calibration_images}")
         if self.schedule not in ("cosine", "onecycle"):
             raise AutoaugError(f"schedule must be 'cosine' or 'onecycle', got {self.schedule!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -206,19 +244,21 @@ class _Run:
 
     def __init__(self, policy: Policy, train_data: ArrayData, config: TrainConfig, device: torch.device) -> None:
         self.policy, self.config, self.device = policy, config, device
-        torch.manual_seed(config.seed)
+        self.seeds = SeedStreams.of(config)
+        torch.manual_seed(self.seeds.init)
         self.images = train_data.images.to(device)
         self.labels = train_data.labels.to(device)
         self.num_classes = train_data.num_classes
         self.normalize = Normalizer(self.images).to(device)
         channels, height, _ = train_data.image_shape
-        self.model = build_model(config.model, num_classes=self.num_classes, in_channels=channels,
-                                 image_size=height).to(device, memory_format=_memory_format(device))
-        self.augment = policy.batch_transform(seed=config.seed + 1)
-        self.mixer = BatchMixer(policy, num_classes=self.num_classes, seed=config.seed + 2)
+        self.model = build_model(config.model, num_classes=self.num_classes, in_channels=channels, image_size=height,
+                                 slimmable=policy.width_resolution is not None
+                                 ).to(device, memory_format=_memory_format(device))
+        self.augment = policy.batch_transform(seed=self.seeds.augment_part(0))
+        self.mixer = BatchMixer(policy, num_classes=self.num_classes, seed=self.seeds.augment_part(1))
         self.labels_cfg = _labels(policy, config)
-        self.shuffle = torch.Generator(device).manual_seed(config.seed + 3)
-        self.draws = torch.Generator().manual_seed(config.seed + 4)
+        self.shuffle = torch.Generator(device).manual_seed(self.seeds.order)
+        self.draws = torch.Generator().manual_seed(self.seeds.augment_part(2))
         self.batch_size = config.batch_size or auto_batch_size(len(self.images))
         self.peak_lr = scaled_lr(config.lr, self.batch_size)
         self.optimizer = _optimizer(self.model, config, self.peak_lr)
@@ -298,8 +338,8 @@ class Trainer:
             raise AutoaugError("the width_resolution section cannot change during a run")
         run = self._run
         run.policy, run.labels_cfg = policy, _labels(policy, run.config)
-        run.augment = policy.batch_transform(seed=run.config.seed + 1 + self.epochs_done)
-        run.mixer = BatchMixer(policy, num_classes=run.num_classes, seed=run.config.seed + 2 + self.epochs_done)
+        run.augment = policy.batch_transform(seed=run.seeds.augment_part(0, self.epochs_done))
+        run.mixer = BatchMixer(policy, num_classes=run.num_classes, seed=run.seeds.augment_part(1, self.epochs_done))
 
     def run_epoch(self) -> EpochMetrics:
         """Train one epoch and evaluate; raises ``FloatingPointError`` if the loss is not finite."""
@@ -330,9 +370,24 @@ def _evaluate_run(run: _Run, eval_data: ArrayData) -> tuple[float, float, float,
         return (*evaluate(run.model, eval_data, run.normalize, **kwargs), {})
     grid = evaluate_grid(run.model, run.policy.width_resolution, eval_data.images.shape[-1],
                          lambda resolution: evaluate(run.model, eval_data, run.normalize, resolution=resolution,
-                                                     **kwargs))
+                                                     **kwargs),
+                         calibration=lambda resolution: calibration_batches(run, resolution))
     full = grid["full"]
     return full[0], full[1], full[2], {key: value[0] for key, value in grid.items() if key != "full"}
+
+
+def calibration_batches(run: _Run, resolution: int) -> Iterator[torch.Tensor]:
+    """``calibration_images`` training images, un-augmented and normalised, at ``resolution``.
+
+    A seeded random pick, the same at every call: files often list images class by class.
+    """
+    pick = torch.Generator().manual_seed(derive_seed(run.seeds.order, 1))
+    images = run.images[torch.randperm(len(run.images), generator=pick)[:run.config.calibration_images].to(run.device)]
+    for start in range(0, len(images), run.config.eval_batch_size):
+        x = run.normalize(images[start:start + run.config.eval_batch_size])
+        if resolution != x.shape[-1]:
+            x = nnf.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True)
+        yield _layout(x, run.device)
 
 
 def train(policy: Policy, train_data: ArrayData, eval_data: ArrayData, config: TrainConfig = TrainConfig(), *,

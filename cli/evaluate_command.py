@@ -59,9 +59,16 @@ def evaluate(
 
 def _table(scores: list[PolicyScore], options: EvaluationOptions) -> Table:
     table = Table(title=f"test accuracy: {options.dataset}, {options.model}, {options.epochs} epochs")
-    for name in ("policy", "mean", "± std", "runs", "failed"):
+    for name in ("policy", "mean", "± std", "ECE", "runs", "failed"):
         table.add_column(name, justify="left" if name == "policy" else "right")
     for s in sorted(scores, key=lambda s: -s.mean if s.accuracies else 1.0):
-        table.add_row(s.policy, f"{100 * s.mean:.2f}%", f"{100 * s.std:.2f}", str(len(s.accuracies)),
-                      "; ".join(s.failures) or "0")
+        table.add_row(s.policy, *summary_cells(s), "; ".join(s.failures) or "0")
     return table
+
+
+def summary_cells(score: PolicyScore) -> tuple[str, str, str, str]:
+    """Mean accuracy, its spread ("n=1" for a single run, which has none), mean ECE, and the run count."""
+    if not score.accuracies:
+        return "-", "-", "-", "0"
+    spread = f"{100 * score.std:.2f}" if len(score.accuracies) > 1 else "n=1"
+    return f"{100 * score.mean:.2f}%", spread, f"{score.mean_ece:.3f}", str(len(score.accuracies))

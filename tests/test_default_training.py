@@ -40,11 +40,12 @@ def test_evaluation_json_records_the_learning_rate_used(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["evaluate", "search"])
-def test_help_says_lr_is_per_512_images_and_offers_download(command, capsys):
-    from autoaug_cli import app as cli_app
+def test_help_says_lr_is_per_512_images_and_offers_download(command):
+    from typer.testing import CliRunner
 
-    with pytest.raises(SystemExit) as done:
-        cli_app.main([command, "--help"])
-    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
-    assert done.value.code == 0
+    from autoaug_cli.app import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 0
     assert "--lr" in text and "Learning rate per 512 images" in text and "--download" in text

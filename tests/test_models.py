@@ -55,16 +55,17 @@ def _macs(calls: list[tuple[nn.Module, int, int]]) -> int:
 
 def test_registry_holds_the_required_models_sorted():
     assert set(REQUIRED) <= set(ALL) and ALL == sorted(ALL)
+    assert all(MODELS[name].name == name for name in ALL)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_forward_and_backward(name):
     torch.manual_seed(0)
-    model = build_model(name, num_classes=7)
-    assert hasattr(model, "set_width") == MODELS[name].slimmable
+    model = build_model(name, num_classes=7, slimmable=MODELS[name].slimmable)
+    assert (getattr(model, "width_multipliers", None) is not None) == MODELS[name].slimmable
     x = torch.randn(2, 3, 32, 32)
     loss = torch.zeros(())
-    for width in getattr(model, "width_multipliers", (1.0,)):  # every width, so per-width norms get gradients too
+    for width in getattr(model, "width_multipliers", None) or (1.0,):  # every width, so per-width norms get gradients too
         if MODELS[name].slimmable:
             model.set_width(width)
         out = model(x)
@@ -147,7 +148,7 @@ def test_build_arguments_must_be_positive(arg):
 @pytest.mark.parametrize("name", SLIMMABLE)
 def test_smaller_widths_use_fewer_channels(name):
     torch.manual_seed(0)
-    model = build_model(name, num_classes=10).eval()
+    model = build_model(name, num_classes=10, slimmable=True).eval()
     assert model.width_multipliers == (0.25, 0.5, 0.75, 1.0)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -167,7 +168,7 @@ def test_smaller_widths_use_fewer_channels(name):
 
 @pytest.mark.parametrize("name", SLIMMABLE)
 def test_batch_norm_statistics_are_per_width(name):
-    model = build_model(name, num_classes=10).train()
+    model = build_model(name, num_classes=10, slimmable=True).train()
     norms = [m for m in model.modules() if isinstance(m, SwitchableBatchNorm2d)]
     assert norms
 
@@ -186,7 +187,7 @@ def test_batch_norm_statistics_are_per_width(name):
 
 @pytest.mark.parametrize("name", SLIMMABLE)
 def test_invalid_width_names_the_allowed_ones(name):
-    model = build_model(name, num_classes=10)
+    model = build_model(name, num_classes=10, slimmable=True)
     with pytest.raises(ValueError, match=r"0\.3 is not one of this model's widths \[0\.25, 0\.5, 0\.75, 1\.0\]"):
         model.set_width(0.3)
 
@@ -202,7 +203,7 @@ def test_custom_width_multipliers_are_the_only_allowed_ones():
 
 def test_slimmable_resnet18_at_full_width_is_the_plain_resnet18():
     torch.manual_seed(0)
-    slim = build_model("resnet18", num_classes=10).eval()
+    slim = build_model("resnet18", num_classes=10, slimmable=True).eval()
     plain = ResNet(RESNET18, num_classes=10, in_channels=3, small_input=True).eval()
     full = f"norms.{len(slim.width_multipliers) - 1}."  # the full width's norm holds the plain norm's tensors
     state = {key.replace(full, ""): value for key, value in slim.state_dict().items()
@@ -220,3 +221,99 @@ def test_slim_layers_slice_the_shared_weights():
     conv.width = linear.width = 0.5
     assert torch.allclose(conv(x[:, :4]), nnf.conv2d(x[:, :4], conv.weight[:8, :4], padding=1))
     assert torch.allclose(linear(features[:, :8]), nnf.linear(features[:, :8], linear.weight[:, :8], linear.bias))
+
+
+# ---- parameter counts against independent computations --------------------------------------------
+
+def _torchvision_at_cifar_stem(builder) -> int:
+    """torchvision's ImageNet ResNet with the CIFAR stem (a 3x3 stride-1 conv, no max pool), 10 classes."""
+    model = builder(num_classes=10)
+    model.conv1, model.maxpool = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity()
+    return count_parameters(model)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
+def test_resnets_weigh_exactly_what_torchvision_does(name):
+    torchvision = pytest.importorskip("torchvision")
+    builder = {"resnet18": torchvision.models.resnet18, "resnet34": torchvision.models.resnet34,
+               "resnet50": torchvision.models.resnet50}[name]
+    with torch.device("meta"):
+        assert count_parameters(build_model(name, num_classes=10)) == _torchvision_at_cifar_stem(builder)
+
+
+def _preact_resnet18_by_hand(classes: int = 10) -> int:
+    """He et al. (2016b) at the CIFAR stem: per block BN-conv3x3-BN-conv3x3, a bias-free 1x1 conv shortcut
+    where the shape changes, a final BN before pooling, a linear head with bias."""
+    total, cin = 3 * 64 * 9, 64
+    for cout in (64, 64, 128, 128, 256, 256, 512, 512):
+        total += 2 * cin + cin * cout * 9 + 2 * cout + cout * cout * 9 + (cin * cout if cin != cout else 0)
+        cin = cout
+    return total + 2 * 512 + 512 * classes + classes
+
+
+def _wide_resnet_by_hand(depth: int, k: int, classes: int = 10) -> int:
+    """Zagoruyko and Komodakis (2016): the same block, widths 16k, 32k, 64k, (depth - 4) / 6 blocks a stage."""
+    total, cin = 3 * 16 * 9, 16
+    for width in (16 * k, 32 * k, 64 * k):
+        for _ in range((depth - 4) // 6):
+            total += 2 * cin + cin * width * 9 + 2 * width + width * width * 9 + (cin * width if cin != width else 0)
+            cin = width
+    return total + 2 * cin + cin * classes + classes
+
+
+@pytest.mark.parametrize(("name", "by_hand", "published"), [
+    ("preact_resnet18", _preact_resnet18_by_hand(), 11.17e6),
+    ("wrn_28_10", _wide_resnet_by_hand(28, 10), 36.5e6),  # 36,479,194, as the WRN reference code reports
+    ("wrn_40_2", _wide_resnet_by_hand(40, 2), 2.2e6),
+    ("wrn_16_8", _wide_resnet_by_hand(16, 8), 11.0e6),
+])
+def test_parameter_counts_match_the_papers_architecture(name, by_hand, published):
+    with torch.device("meta"):
+        assert count_parameters(build_model(name, num_classes=10)) == by_hand
+    assert round(by_hand / 1e5) == round(published / 1e5)
+
+
+def test_wrn_28_10_has_the_well_known_count():
+    with torch.device("meta"):
+        assert count_parameters(build_model("wrn_28_10", num_classes=10)) == 36_479_194
+
+
+def test_plain_resnet18_keeps_standard_keys_and_count():
+    """With width search off, resnet18 is the plain network: no per-width norms, the standard 11.17M."""
+    torch.manual_seed(0)
+    built = build_model("resnet18", num_classes=10)
+    plain = ResNet(RESNET18, num_classes=10, in_channels=3, small_input=True)
+    assert list(built.state_dict()) == list(plain.state_dict())
+    assert count_parameters(built) == count_parameters(plain) == 11_173_962
+    assert not any(isinstance(m, (SwitchableBatchNorm2d, SlimConv2d, SlimLinear)) for m in built.modules())
+    slim = build_model("resnet18", num_classes=10, slimmable=True)
+    assert count_parameters(slim) > count_parameters(plain)  # one BN per width
+    with pytest.raises(ValueError, match="built plain"):
+        built.set_width(0.5)
+
+
+def test_only_slimmable_entries_build_slimmable():
+    with pytest.raises(AutoaugError, match="'wrn_40_2' has no slimmable variant .*proxy, proxy_tiny, resnet18"):
+        build_model("wrn_40_2", num_classes=10, slimmable=True)
+
+
+def test_attention_resnets_add_what_the_papers_say():
+    """SE (reduction 16, biased linears): 2C^2/16 + C/16 + C per block; ECA: one 1-D conv of size
+    t = int((log2 C + 1) / 2), made odd by adding one, as in the ECA reference code (3 for 64, 5 above)."""
+    couts = (64, 64, 128, 128, 256, 256, 512, 512)
+    se = sum(2 * c * c // 16 + c // 16 + c for c in couts)
+    eca = sum(t if t % 2 else t + 1 for t in (int((math.log2(c) + 1) / 2) for c in couts))
+    with torch.device("meta"):
+        base = count_parameters(build_model("resnet18", num_classes=10))
+        assert count_parameters(build_model("se_resnet18", num_classes=10)) == base + se
+        assert count_parameters(build_model("eca_resnet18", num_classes=10)) == base + eca == base + 36
+
+
+@pytest.mark.parametrize(("name", "count"), [
+    ("densenet_bc_100", 769_162), ("shufflenet_v2", 1_263_854), ("resnext29_8x64d", 34_426_698),
+    ("proxy", 1_978_016), ("proxy_tiny", 75_280), ("ghostnet", 3_913_546)])
+def test_other_counts_are_pinned(name, count):
+    """Regression pins, each within 5% of its published count where there is one (GhostNet: 5.2M at
+    ImageNet less its 1000-class head, 1.28M): a changed layer changes the count."""
+    with torch.device("meta"):
+        assert count_parameters(build_model(name, num_classes=10)) == count

@@ -8,7 +8,7 @@ from torch import nn
 
 from autoaug.models import register_model
 from autoaug.models.layers import Layers, downsample
-from autoaug.models.slimmable import WIDTHS, Slimmable, check_widths
+from autoaug.models.slimmable import Slimmable, check_widths
 
 LOGIT_SCALE = 1 / 9  # airbench94's fixed head scale: small logits keep early training calm without tuning
 
@@ -22,13 +22,14 @@ def _block(cin: int, cout: int, layers: Layers) -> nn.Sequential:
 class ProxyNet(Slimmable):
     """Stem conv, three conv-pool-norm blocks, global max pool, a bias-free linear head with a fixed scale.
 
-    Slimmable: every layer but the stem's input and the classes shrinks with ``set_width``.
+    Built with ``width_multipliers`` it is slimmable: every layer but the stem's input and the classes
+    shrinks with ``set_width``.
     """
 
     def __init__(self, widths: tuple[int, int, int, int] = (32, 64, 256, 256), *, num_classes: int,
-                 in_channels: int, small_input: bool, width_multipliers: tuple[float, ...] = WIDTHS) -> None:
+                 in_channels: int, small_input: bool, width_multipliers: tuple[float, ...] | None = None) -> None:
         super().__init__()
-        self.width_multipliers = check_widths(width_multipliers)
+        self.width_multipliers = None if width_multipliers is None else check_widths(width_multipliers)
         layers = Layers(self.width_multipliers)
         self.features = nn.Sequential(
             layers.stem_conv(in_channels, widths[0], small_input), *downsample(small_input),

@@ -10,7 +10,7 @@ from torch import nn
 
 from autoaug.models import register_model
 from autoaug.models.layers import Layers, downsample
-from autoaug.models.slimmable import WIDTHS, Slimmable, check_widths
+from autoaug.models.slimmable import Slimmable, check_widths
 
 
 class SqueezeExcite(nn.Module):
@@ -165,13 +165,16 @@ class ResNet(nn.Module):
 
 
 class SlimResNet(Slimmable, ResNet):
-    """A ResNet whose width switches at run time; the stem's input and the classes never shrink."""
+    """A ResNet whose width switches at run time; the stem's input and the classes never shrink.
+
+    Without ``width_multipliers`` it is exactly the plain ResNet: same layers, state-dict keys and parameters.
+    """
 
     def __init__(self, config: ResNetConfig, *, num_classes: int, in_channels: int, small_input: bool,
-                 width_multipliers: tuple[float, ...] = WIDTHS) -> None:
+                 width_multipliers: tuple[float, ...] | None = None) -> None:
         if config.attention or config.groups != 1:
             raise ValueError("slimmable ResNets support plain blocks only (no attention, groups=1)")
-        widths = check_widths(width_multipliers)
+        widths = None if width_multipliers is None else check_widths(width_multipliers)
         super().__init__(config, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
                          layers=Layers(widths))
         self.width_multipliers = widths

@@ -79,12 +79,15 @@ def apply_width(module: nn.Module, multiplier: float) -> None:
 
 
 class Slimmable(nn.Module):
-    """Base for models built from slim layers; the subclass sets ``width_multipliers`` in its constructor."""
+    """Base for models that can be built from slim layers; the subclass sets ``width_multipliers`` in its
+    constructor, to None when it was built plain (standard layers, no width switching)."""
 
-    width_multipliers: tuple[float, ...] = WIDTHS
+    width_multipliers: tuple[float, ...] | None = None
 
     def set_width(self, multiplier: float) -> None:
         """Run the sub-network of width ``multiplier`` from now on (1.0 is the full network)."""
+        if self.width_multipliers is None:
+            raise ValueError(f"this {type(self).__name__} was built plain; build it with slimmable=True to switch widths")
         if multiplier not in self.width_multipliers:
             raise ValueError(f"width {multiplier} is not one of this model's widths {list(self.width_multipliers)}")
         apply_width(self, multiplier)
