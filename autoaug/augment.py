@@ -1,7 +1,8 @@
 """A policy as callables: a batched per-image-random transform for any device, and a torchvision one."""
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Union
 
 import PIL.Image
 import torch
@@ -10,8 +11,36 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as tvf
 
-from autoaug.policy import Policy
-from autoaug.sampling import Plan, apply_plan, sample_plan, visible_fraction
+from autoaug.ops import OPS
+from autoaug.policy import Policy, Schedule
+from autoaug.sampling import IDENTITY, OP_NAMES, Plan, apply_plan, sample_plan, visible_fraction
+
+Progress = Union[float, Callable[[], float]]
+
+
+class SharedProgress:
+    """The fraction of training done, set by the training loop and read by DataLoader workers.
+
+    The value lives in shared memory, so workers (persistent ones included) see each ``set`` at once.
+    Pass it as ``PolicyTransform(policy, progress=shared)``; calling it returns the current value.
+    """
+
+    def __init__(self, value: float = 0.0) -> None:
+        self._value = torch.zeros((), dtype=torch.float64).share_memory_()
+        self.set(value)
+
+    def set(self, value: float) -> None:
+        self._value.fill_(check_progress(value))
+
+    def __call__(self) -> float:
+        return float(self._value)
+
+
+def check_progress(value: float) -> float:
+    """``value`` as a float if it is a fraction of training in [0, 1]; a ValueError otherwise."""
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ValueError(f"progress is the fraction of training done, in [0, 1]; got {value!r}")
+    return float(value)
 
 
 class BatchAugment:
@@ -48,12 +77,17 @@ class BatchAugment:
         return sample_plan(self.policy, n, height, width, self.generator(device), progress=progress)
 
     def __call__(self, images: torch.Tensor, *, progress: float = 0.0) -> torch.Tensor:
-        return self.augment(images, progress=progress)[0]
+        """Augmented images (``augment`` without the visible fractions, which cost time to compute)."""
+        _check_batch(images)
+        mixing = self.policy.mixing
+        if mixing is not None and mixing.yoco_probability > 0:
+            return self._yoco(images, mixing.yoco_probability, progress)[0]
+        batch, _, height, width = images.shape
+        return apply_plan(images, self.sample(batch, height, width, device=images.device, progress=progress))
 
     def augment(self, images: torch.Tensor, *, progress: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented images and, per image, the fraction of it left visible (for soft targets)."""
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"expected a uint8 batch [B, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        _check_batch(images)
         mixing = self.policy.mixing
         if mixing is not None and mixing.yoco_probability > 0:
             return self._yoco(images, mixing.yoco_probability, progress)
@@ -90,19 +124,37 @@ class BatchAugment:
         self.__init__(state["policy"], seed=state["seed"])
 
 
+def _check_batch(images: torch.Tensor) -> None:
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"expected a uint8 batch [B, C, H, W], got {images.dtype} {tuple(images.shape)}")
+
+
 class PolicyTransform(v2.Transform):
     """Per-image transform for ordinary DataLoader pipelines; composes with ``torchvision.transforms.v2``.
 
     Takes PIL images or uint8 ``[C, H, W]`` tensors and returns the same type.  In DataLoader workers
     it draws from the seed DataLoader gives each worker (plus ``seed``), so workers differ.
+
+    ``progress`` says where training stands (the fraction done, in [0, 1]) and picks the phase of a
+    schedule policy: a number (set ``transform.progress`` each epoch; DataLoader workers that are not
+    persistent copy it at the start of each epoch) or a callable such as ``SharedProgress``, which
+    persistent workers read too.
+
+    Parameters are drawn ``DRAW_AHEAD`` images at a time (per image size and schedule phase), exactly as
+    ``BatchAugment`` draws them for a batch of that many: the n-th image gets the n-th row's parameters.
     """
 
     _transformed_types = (torch.Tensor, PIL.Image.Image)
 
-    def __init__(self, policy: Policy, *, seed: int | None = None) -> None:
+    def __init__(self, policy: Policy, *, seed: int | None = None, progress: Progress = 0.0) -> None:
         super().__init__()
         self.policy = policy
+        self.progress = progress
         self._batch = BatchAugment(policy, seed=seed)
+        self._ahead: _DrawAhead | None = None
+
+    def current_progress(self) -> float:
+        return check_progress(self.progress() if callable(self.progress) else self.progress)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, PIL.Image.Image):
@@ -117,7 +169,53 @@ class PolicyTransform(v2.Transform):
     def _apply(self, image: torch.Tensor) -> torch.Tensor:
         if image.dtype != torch.uint8 or image.ndim != 3:
             raise TypeError(f"expected a uint8 image [C, H, W], got {image.dtype} {tuple(image.shape)}")
-        return self._batch(image.unsqueeze(0))[0]
+        progress = self.current_progress()
+        mixing = self.policy.mixing
+        if mixing is not None and mixing.yoco_probability > 0:  # YOCO draws per batch: no rows to hand out
+            return self._batch(image.unsqueeze(0), progress=progress)[0]
+        # a forked DataLoader worker must not hand out the rows its parent drew: the key names the worker
+        worker = get_worker_info()
+        key = (image.shape[-2], image.shape[-1], image.device, phase_index(self.policy, progress),
+               None if worker is None else worker.id)
+        if self._ahead is None or self._ahead.key != key or self._ahead.empty:
+            plan = self._batch.sample(DRAW_AHEAD, key[0], key[1], device=image.device, progress=progress)
+            self._ahead = _DrawAhead(key, plan)
+        return self._ahead.apply_next(image.unsqueeze(0))[0]
+
+    def __getstate__(self) -> dict[str, Any]:  # rows drawn ahead are not shipped: a copy draws its own
+        return {**super().__getstate__(), "_ahead": None}
 
     def extra_repr(self) -> str:
         return f"policy={self.policy.name!r}"
+
+
+DRAW_AHEAD = 64
+
+
+def phase_index(policy: Policy, progress: float) -> int:
+    """Which phase of a schedule policy applies at ``progress`` (0 for a policy without phases)."""
+    if not isinstance(policy.augment, Schedule):
+        return 0
+    phases = policy.augment.phases
+    return next((k for k, phase in enumerate(phases) if progress < phase.end_fraction), len(phases) - 1)
+
+
+class _DrawAhead:
+    """A plan for many images, handed out one row at a time: drawing one plan per image costs more
+    than the augmentation itself on small images."""
+
+    def __init__(self, key: tuple[Any, ...], plan: Plan) -> None:
+        self.key, self.next, self.size = key, 0, plan.size
+        self.slots = [(slot.op.tolist(), slot.value, slot.aux) for slot in plan.slots]
+
+    @property
+    def empty(self) -> bool:
+        return self.next >= self.size
+
+    def apply_next(self, images: torch.Tensor) -> torch.Tensor:
+        row, self.next = self.next, self.next + 1
+        for ops, value, aux in self.slots:
+            if ops[row] != IDENTITY:
+                kernel = OPS[OP_NAMES[ops[row]]].kernel
+                images = kernel(images, value[row:row + 1].to(images.device), aux[row:row + 1].to(images.device))
+        return images

@@ -17,9 +17,10 @@ import torch.nn.functional as nnf
 
 from autoaug.datasets import ArrayData
 from autoaug.errors import AutoaugError
-from autoaug.mixing import BatchMixer, soft_targets
+from autoaug.mixing import soft_cross_entropy
 from autoaug.models import MODELS, build_model
-from autoaug.policy import Labels, Policy, Resolution
+from autoaug.policy import Labels, Policy
+from autoaug.regime import Regime, low_resolution  # noqa: F401 (low_resolution: re-exported, tests use it)
 from autoaug.widthres import SandwichStep, evaluate_grid
 
 Status = Literal["ok", "nan", "oom", "stopped"]
@@ -119,16 +120,6 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
-def low_resolution(resolution: Resolution | None, progress: float, draw: float) -> int | None:
-    """The resolution to downscale this batch to, or None, for a fraction of training done."""
-    if resolution is None:
-        return None
-    for phase in resolution.phases:
-        if phase.start_fraction <= progress < phase.end_fraction and draw < phase.probability:
-            return phase.resolution
-    return None
-
-
 class Normalizer(torch.nn.Module):
     """uint8 -> float normalised with the training set's per-channel mean and std."""
 
@@ -140,10 +131,6 @@ class Normalizer(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (images.to(torch.float32) - self.mean) / self.std
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return -(targets * nnf.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 
 @torch.no_grad()
@@ -196,28 +183,24 @@ class _Run:
         self.model = build_model(config.model, num_classes=self.num_classes, in_channels=channels,
                                  image_size=height).to(device, memory_format=_memory_format(device))
         self.optimizer = _optimizer(self.model, config)
-        self.augment = policy.batch_transform(seed=config.seed + 1)
-        self.mixer = BatchMixer(policy, num_classes=self.num_classes, seed=config.seed + 2)
-        self.labels_cfg = _labels(policy, config)
         self.shuffle = torch.Generator(device).manual_seed(config.seed + 3)
         self.draws = torch.Generator().manual_seed(config.seed + 4)
+        self.regime = self.make_regime(policy, config.seed + 1)
         self.batch_size = config.batch_size or auto_batch_size(len(self.images))
         self.steps_per_epoch = max(1, len(self.images) // self.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.sandwich = SandwichStep(self.model, policy.width_resolution, self.draws) \
             if policy.width_resolution else None
 
+    def make_regime(self, policy: Policy, seed: int) -> Regime:
+        """Augmentation seeded with ``seed``, mixing with ``seed + 1``; resolution draws from ``draws``."""
+        return Regime(policy, num_classes=self.num_classes, seed=seed, normalize=self.normalize,
+                      labels=_labels(policy, self.config), draws=self.draws)
+
     def batch(self, idx: torch.Tensor, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment, normalise, soften targets, mix and maybe downscale one batch, all on the device."""
-        images, visible = self.augment.augment(self.images[idx], progress=progress)
-        soft = self.labels_cfg is not None and self.labels_cfg.soft_target_strength > 0
-        targets = soft_targets(self.labels[idx], self.num_classes, labels_cfg=self.labels_cfg,
-                               visible=visible if soft else None)
-        x, targets = self.mixer(self.normalize(images), targets)
-        size = low_resolution(self.policy.resolution, progress, torch.rand((), generator=self.draws).item())
-        if size is not None and size != x.shape[-1]:
-            x = nnf.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        return _layout(x, self.device), targets
+        batch = self.regime(self.images[idx], self.labels[idx], progress=progress)
+        return _layout(batch.images, self.device), batch.targets
 
     def step(self, step: int, idx: torch.Tensor) -> torch.Tensor:
         for group in self.optimizer.param_groups:
@@ -277,9 +260,8 @@ class Trainer:
         if policy.width_resolution != self._run.policy.width_resolution:
             raise AutoaugError("the width_resolution section cannot change during a run")
         run = self._run
-        run.policy, run.labels_cfg = policy, _labels(policy, run.config)
-        run.augment = policy.batch_transform(seed=run.config.seed + 1 + self.epochs_done)
-        run.mixer = BatchMixer(policy, num_classes=run.num_classes, seed=run.config.seed + 2 + self.epochs_done)
+        run.policy = policy
+        run.regime = run.make_regime(policy, run.config.seed + 1 + self.epochs_done)
 
     def run_epoch(self) -> EpochMetrics:
         """Train one epoch and evaluate; raises ``FloatingPointError`` if the loss is not finite."""

@@ -168,7 +168,7 @@ def test_outputs_inside_the_input_folder_are_not_read_again(tree: Path, tmp_path
     source.mkdir()
     PIL.Image.fromarray(_digits(1)[0]).save(source / "a.png")
     for _ in range(2):
-        report = apply_policy_to_path(NOOP, source, source / "aug")
+        report = apply_policy_to_path(NOOP, source, source / "aug", overwrite=True)
         assert [p.relative_to(source).as_posix() for p in report.written] == ["aug/a_aug0.png"]
     with pytest.raises(AutoaugError, match="must not be the input folder"):
         apply_policy_to_path(NOOP, source, source)

@@ -12,10 +12,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from autoaug.augment import BatchAugment, PolicyTransform
+from autoaug.augment import DRAW_AHEAD, BatchAugment, PolicyTransform
 from autoaug.grid import digits_images
 from autoaug.policy import Mixing, OpCall, Policy, load_policy
-from autoaug.sampling import apply_plan
+from autoaug.sampling import Plan, apply_plan
 
 FLIP = Policy(name="flip", pre=[OpCall(op="HorizontalFlip", probability=1.0)])
 
@@ -38,6 +38,12 @@ def pil_photo(height: int = 30, width: int = 40, mode: str = "RGB") -> PIL.Image
     return PIL.Image.fromarray(photos(1, height, width)[0].permute(1, 2, 0).numpy()).convert(mode)
 
 
+def _rows(plan: Plan, count: int) -> Plan:
+    """The first ``count`` images' parameters of ``plan``."""
+    slots = tuple(type(slot)(*(getattr(slot, f)[:count] for f in slot.__dataclass_fields__)) for slot in plan.slots)
+    return Plan(slots, count, plan.height, plan.width, None if plan.choice is None else plan.choice[:count])
+
+
 def yoco(policy: Policy, probability: float = 1.0) -> Policy:
     return policy.model_copy(update={"mixing": Mixing(yoco_probability=probability)})
 
@@ -45,7 +51,7 @@ def yoco(policy: Policy, probability: float = 1.0) -> Policy:
 # --------------------------------------------------------------------------- PolicyTransform
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_policy_transform_in_a_v2_compose_on_pil_images(mode: str) -> None:
-    pipeline = v2.Compose([v2.RandomCrop((30, 40), padding=2), load_policy("trivialaugment-wide").transform(seed=0),
+    pipeline = v2.Compose([v2.RandomCrop((30, 40), padding=2), PolicyTransform(load_policy("trivialaugment-wide"), seed=0),
                            v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
     out = pipeline(pil_photo(mode=mode))
     assert isinstance(out, tv_tensors.Image) and out.dtype == torch.float32
@@ -53,7 +59,7 @@ def test_policy_transform_in_a_v2_compose_on_pil_images(mode: str) -> None:
 
 
 def test_policy_transform_returns_the_type_it_was_given() -> None:
-    transform = load_policy("autoaugment-cifar10").transform(seed=1)
+    transform = PolicyTransform(load_policy("autoaugment-cifar10"), seed=1)
     image = pil_photo()
     out = transform(image)
     assert isinstance(out, PIL.Image.Image) and out.size == image.size and out.mode == "RGB"
@@ -68,18 +74,22 @@ def test_policy_transform_returns_the_type_it_was_given() -> None:
 
 
 def test_policy_transform_draws_as_batch_augment_does() -> None:
-    """One image through the transform is the batch path with a batch of one: same seed, same pixels."""
+    """The n-th image through the transform gets row n of the batch path's plans: same seed, same pixels."""
     policy = load_policy("trivialaugment-wide")
     transform, batch = PolicyTransform(policy, seed=3), BatchAugment(policy, seed=3)
-    for image in photos(5):
-        assert torch.equal(transform(image), batch(image[None])[0])
+    images = photos(DRAW_AHEAD + 8)  # past the first block of draws into the second
+    out = torch.stack([transform(image) for image in images])
+    first = apply_plan(images[:DRAW_AHEAD], batch.sample(DRAW_AHEAD, 32, 32))
+    second = apply_plan(images[DRAW_AHEAD:], _rows(batch.sample(DRAW_AHEAD, 32, 32), 8))
+    assert torch.equal(out, torch.cat([first, second]))
+    assert not torch.equal(out[:8], images[:8])
     image = pil_photo()
     from_pil = torch.from_numpy(np.array(PolicyTransform(policy, seed=4)(image))).permute(2, 0, 1)
     assert torch.equal(from_pil, PolicyTransform(policy, seed=4)(F.pil_to_tensor(image)))
 
 
 def test_policy_transform_passes_labels_and_refuses_other_tv_tensors() -> None:
-    transform = FLIP.transform()
+    transform = PolicyTransform(FLIP)
     image = photos(1)[0]
     out, label = transform(image, 3)
     assert torch.equal(out, image.flip(-1)) and label == 3
@@ -91,7 +101,7 @@ def test_policy_transform_passes_labels_and_refuses_other_tv_tensors() -> None:
 
 
 def test_policy_transform_refuses_float_tensors() -> None:
-    transform = FLIP.transform()
+    transform = PolicyTransform(FLIP)
     with pytest.raises(TypeError, match=r"expected a uint8 image \[C, H, W\], got torch.float32"):
         transform(torch.rand(3, 32, 32))
     with pytest.raises(TypeError, match="uint8"):
@@ -114,7 +124,7 @@ class _Copies(Dataset):
 @pytest.mark.parametrize("seed", [None, 5])
 def test_dataloader_workers_draw_their_own_parameters(seed: int | None) -> None:
     """Workers are forked copies; a transform used (or seeded) before the fork must not repeat across them."""
-    transform = load_policy("trivialaugment-wide").transform(seed=seed)
+    transform = PolicyTransform(load_policy("trivialaugment-wide"), seed=seed)
     transform(photos(1)[0])  # e.g. a preview in the parent process
     torch.manual_seed(0)
     out = torch.cat(list(DataLoader(_Copies(transform), batch_size=1, num_workers=2)))
@@ -126,7 +136,7 @@ def test_dataloader_workers_draw_their_own_parameters(seed: int | None) -> None:
 
 # --------------------------------------------------------------------------- BatchAugment
 def test_batch_augment_refuses_non_uint8_and_non_batches() -> None:
-    augment = FLIP.batch_transform(seed=0)
+    augment = BatchAugment(FLIP, seed=0)
     with pytest.raises(ValueError, match="expected a uint8 batch"):
         augment(torch.rand(2, 3, 32, 32))
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):

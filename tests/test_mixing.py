@@ -14,7 +14,7 @@ N = 64  # images, and classes: image i has label i, so a target row names its pa
 
 
 def mixer(seed: int = 0, labels: Labels | None = None, **mixing: float) -> BatchMixer:
-    return Policy(name="mix", mixing=Mixing(**mixing), labels=labels).batch_mixing(num_classes=N, seed=seed)
+    return BatchMixer(Policy(name="mix", mixing=Mixing(**mixing), labels=labels), num_classes=N, seed=seed)
 
 
 def flat_images() -> torch.Tensor:

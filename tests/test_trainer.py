@@ -78,15 +78,15 @@ def load_policy_everything() -> Policy:
 
 def test_resolution_schedule_downscales_in_its_phase(digits, monkeypatch):
     sizes: list[tuple[int, float]] = []
-    import autoaug.trainer as trainer_module
-    original = trainer_module.low_resolution
+    import autoaug.regime as regime_module  # the trainer's batches go through autoaug.regime.Regime
+    original = regime_module.low_resolution
 
     def spy(resolution, progress, draw):
         size = original(resolution, progress, draw)
         sizes.append((size, progress))
         return size
 
-    monkeypatch.setattr(trainer_module, "low_resolution", spy)
+    monkeypatch.setattr(regime_module, "low_resolution", spy)
     policy = _policy(resolution={"phases": [
         {"start_fraction": 0.0, "end_fraction": 0.5, "probability": 1.0, "resolution": 16}]})
     assert train(policy, *digits, TrainConfig(epochs=2, **FAST)).status == "ok"
