@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -12,7 +13,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from autoaug.augment import DRAW_AHEAD, BatchAugment, PolicyTransform
+from autoaug.augment import DRAW_AHEAD, BatchAugment, PolicyTransform, SharedProgress
 from autoaug.grid import digits_images
 from autoaug.policy import Mixing, OpCall, Policy, load_policy
 from autoaug.sampling import Plan, apply_plan
@@ -221,3 +222,68 @@ def test_batch_augment_on_digits_and_non_square_batches() -> None:
     assert out.shape == grey.shape and out.dtype == torch.uint8
     plan = BatchAugment(policy, seed=0).sample(32, 48, 64)
     assert torch.equal(apply_plan(grey, plan), out)
+
+
+# --------------------------------------------------------------------------- schedules
+SCHEDULE = load_policy(Path(__file__).parent / "golden" / "policy_v1_schedule.json")
+
+
+def phase_alone(policy: Policy, k: int) -> Policy:
+    """The k-th phase of a schedule policy as a policy of its own."""
+    return policy.model_copy(update={"augment": policy.augment.phases[k].augment})
+
+
+@pytest.mark.parametrize("progress", [0.0, 0.3, 0.5, 0.8, 1.0])
+def test_each_phase_of_a_schedule_is_that_phase_alone(progress: float) -> None:
+    """At any progress the per-image and batch paths give exactly what the phase's own policy gives."""
+    phase = 0 if progress < 0.5 else 1
+    images = photos(12)
+    alone = phase_alone(SCHEDULE, phase)
+    batch = BatchAugment(SCHEDULE, seed=2)(images, progress=progress)
+    assert torch.equal(batch, BatchAugment(alone, seed=2)(images))
+    transform = PolicyTransform(SCHEDULE, seed=2, progress=progress)
+    per_image = torch.stack([transform(image) for image in images])
+    alone_transform = PolicyTransform(alone, seed=2)
+    assert torch.equal(per_image, torch.stack([alone_transform(image) for image in images]))
+    assert torch.equal(per_image, images) == (phase == 0)  # the golden schedule augments nothing at first
+
+
+def test_policy_transform_follows_progress_set_between_epochs() -> None:
+    images = photos(8)
+    transform = PolicyTransform(SCHEDULE, seed=0)
+    assert torch.equal(torch.stack([transform(image) for image in images]), images)
+    transform.progress = 0.75
+    late = torch.stack([transform(image) for image in images])
+    assert not torch.equal(late, images)
+    shared = SharedProgress()
+    transform = PolicyTransform(SCHEDULE, seed=0, progress=shared)
+    assert torch.equal(transform(images[0]), images[0])
+    shared.set(0.75)
+    assert shared() == 0.75 and not torch.equal(transform(images[1]), images[1])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]; got 1.5"):
+        shared.set(1.5)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]; got nan"):
+        PolicyTransform(SCHEDULE, progress=float("nan"))(images[0])
+
+
+class _Same(Dataset):
+    def __init__(self, transform: PolicyTransform) -> None:
+        self.image, self.transform = photos(1)[0], transform
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(self.image)
+
+
+def test_shared_progress_reaches_persistent_dataloader_workers() -> None:
+    """Persistent workers keep their copy of the transform: only shared memory tells them the phase."""
+    progress = SharedProgress()
+    dataset = _Same(PolicyTransform(SCHEDULE, seed=1, progress=progress))
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, persistent_workers=True)
+    early = next(iter(loader))
+    assert all(torch.equal(image, dataset.image) for image in early)
+    progress.set(0.9)
+    late = next(iter(loader))
+    assert sum(torch.equal(image, dataset.image) for image in late) == 0
