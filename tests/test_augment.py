@@ -15,8 +15,9 @@ from torchvision.transforms.v2 import functional as F
 
 from autoaug.augment import DRAW_AHEAD, BatchAugment, PolicyTransform, SharedProgress
 from autoaug.grid import digits_images
-from autoaug.policy import Mixing, OpCall, Policy, load_policy
-from autoaug.sampling import Plan, apply_plan
+from autoaug.ops import OPS
+from autoaug.policy import Mixing, OpCall, Policy, TrivialAugment, load_policy
+from autoaug.sampling import OP_NAMES, Plan, apply_plan
 
 FLIP = Policy(name="flip", pre=[OpCall(op="HorizontalFlip", probability=1.0)])
 
@@ -287,3 +288,18 @@ def test_shared_progress_reaches_persistent_dataloader_workers() -> None:
     progress.set(0.9)
     late = next(iter(loader))
     assert sum(torch.equal(image, dataset.image) for image in late) == 0
+
+
+@pytest.mark.parametrize("ranges", ["standard", "wide"])
+def test_per_image_path_gives_the_batch_pixels_for_every_op(ranges: str) -> None:
+    """Every registered op, at bins across its range and both signs, through the per-image path (which
+    forms the geometric ops' matrices for a whole block at once) equals the batch kernels, pixel for pixel."""
+    policy = Policy(name="every-op", augment=TrivialAugment(ops=list(OPS), ranges=ranges))
+    transform, batch = PolicyTransform(policy, seed=11), BatchAugment(policy, seed=11)
+    images = photos(2 * DRAW_AHEAD, 24, 40)
+    out = torch.stack([transform(image) for image in images])
+    plans = [batch.sample(DRAW_AHEAD, 24, 40) for _ in range(2)]
+    assert torch.equal(out, torch.cat([apply_plan(images[k * DRAW_AHEAD:(k + 1) * DRAW_AHEAD], plan)
+                                       for k, plan in enumerate(plans)]))
+    drawn = {OP_NAMES[i] for plan in plans for i in plan.slots[0].op.tolist()}
+    assert drawn == set(OPS)  # 128 draws of 19 ops: every op was drawn
