@@ -43,7 +43,8 @@ def check_progress(value: float) -> float:
 
 
 class BatchAugment:
-    """Apply a policy to uint8 batches ``[B, C, H, W]``: every image draws its own parameters.
+    """Apply a policy's image sections (``pre``, ``augment``, ``post``, and YOCO) to uint8 batches
+    ``[B, C, H, W]``: every image draws its own parameters (``autoaug.Regime`` applies the rest).
 
     Draws come from one ``torch.Generator`` per device, seeded with ``seed``, so the same seed and the
     same batches give the same pixels.  Inside a DataLoader worker the seed is the worker's own plus
@@ -138,6 +139,9 @@ class PolicyTransform(v2.Transform):
     schedule policy: a number (set ``transform.progress`` each epoch; DataLoader workers that are not
     persistent copy it at the start of each epoch) or a callable such as ``SharedProgress``, which
     persistent workers read too.
+
+    It applies the ``pre``, ``augment`` and ``post`` sections; ``mixing``, ``labels``, ``resolution`` and
+    ``width_resolution`` act on whole batches and targets: ``autoaug.Regime`` applies every section.
 
     Parameters are drawn ``DRAW_AHEAD`` images at a time (per image size and schedule phase), exactly as
     ``BatchAugment`` draws them for a batch of that many: the n-th image gets the n-th row's parameters.
