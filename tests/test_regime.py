@@ -155,18 +155,6 @@ def test_resolution_phase_and_sandwich_act(loop: dict) -> None:
     assert {width for width, _ in seen[1::3]} == {0.5} and {size for _, size in seen[1::3]} == {16, 24}
 
 
-def test_integer_label_dtypes_and_visible_fractions_reach_the_mixer() -> None:
-    policy = policy_from_dict({"schema_version": 1, "name": "soft", "labels": {"soft_target_strength": 1.0}})
-    mixer = autoaug.BatchMixer(policy, num_classes=4, seed=0)
-    visible = torch.tensor([1.0, 0.5, 0.25])
-    for dtype in (torch.uint8, torch.int16, torch.int32, torch.int64):
-        _, targets = mixer(torch.zeros(3, 3, 8, 8), torch.tensor([0, 1, 3], dtype=dtype), visible=visible)
-        # confidence 1 - (1 - visible) ** 2 (the default power), the rest spread over the 4 classes
-        assert torch.allclose(targets[[0, 1, 2], [0, 1, 3]], torch.tensor([1.0, 0.75 + 0.25 / 4, 0.4375 + 0.5625 / 4]))
-    with pytest.raises(ValueError, match="integer class indices .* got torch.bool"):
-        mixer(torch.zeros(2, 3, 8, 8), torch.tensor([True, False]))
-
-
 def test_regime_refuses_progress_outside_training() -> None:
     regime = autoaug.Regime(EVERYTHING, num_classes=CLASSES, seed=0)
     with pytest.raises(ValueError, match=r"in \[0, 1\]; got 1.5"):
