@@ -238,3 +238,18 @@ def test_soft_cross_entropy_is_the_hand_worked_value() -> None:
     # row 1: p = (1/4, 3/4) -> 0.5 * (log 4 + log 4/3); row 2: p = (1/2, 1/2) -> log 2
     expected = (0.5 * (math.log(4.0) + math.log(4.0 / 3.0)) + math.log(2.0)) / 2
     assert soft_cross_entropy(logits, targets).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_cutmix_on_non_square_one_channel_batches_through_the_mixer() -> None:
+    """Height and width reach the box draws in the right order, and grey images are mixed too."""
+    mixer = BatchMixer(Policy(name="m", mixing=Mixing(cutmix_alpha=1.0, probability=1.0)), num_classes=N, seed=0)
+    images = flat_images()[:, :1, :16, :].repeat(1, 1, 1, 3)[..., :48].contiguous()  # [N, 1, 16, 48]
+    pasted = []
+    for _ in range(20):
+        out, targets = mixer(images, torch.arange(N))
+        own, partner = partners(targets)
+        mixed = partner != torch.arange(N)
+        kept = (out[:, 0] == images[:, 0]).flatten(1).float().mean(1)
+        assert torch.allclose(own[mixed], kept[mixed])
+        pasted.append(1 - own[mixed])
+    assert 0.25 < torch.cat(pasted).mean() < 0.35  # as the box draws for 16 x 48 (measured 0.295)
