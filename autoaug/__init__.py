@@ -6,14 +6,23 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from autoaug.errors import AutoaugError
+    from autoaug.augment import BatchAugment, PolicyTransform, SharedProgress
+    from autoaug.mixing import BatchMixer
     from autoaug.policy import Policy, load_policy
+    from autoaug.regime import Regime, RegimeBatch
 
 __version__ = "0.1.0"
 # public name -> the module that defines it; each loads on first use, so `import autoaug` stays cheap
 # (no torch, no ray) and the command line starts fast.  A new export is one line here.
 _EXPORTS = {
     "AutoaugError": "autoaug.errors",
+    "BatchAugment": "autoaug.augment",
+    "BatchMixer": "autoaug.mixing",
     "Policy": "autoaug.policy",
+    "PolicyTransform": "autoaug.augment",
+    "Regime": "autoaug.regime",
+    "RegimeBatch": "autoaug.regime",
+    "SharedProgress": "autoaug.augment",
     "load_policy": "autoaug.policy",
 }
 __all__ = [*_EXPORTS, "__version__"]

@@ -11,9 +11,10 @@ import PIL.ImageOps
 import torch
 from torchvision.transforms.v2 import functional as tvf
 
+from autoaug.augment import BatchAugment
 from autoaug.errors import AutoaugError
 from autoaug.grid import save_png
-from autoaug.policy import Policy
+from autoaug.policy import Policy, Schedule
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _GREY_MODES = frozenset({"1", "L", "LA"})
@@ -25,10 +26,11 @@ MAX_VALUES_PER_CALL = 2**26
 
 @dataclass(frozen=True)
 class ApplyReport:
-    """What ``apply_policy_to_path`` wrote, and the files it skipped with the reason for each."""
+    """What ``apply_policy_to_path`` wrote, the files it skipped with the reason for each, and where."""
 
     written: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)  # one per set written (per phase of a schedule)
 
 
 def _is_image_name(path: Path) -> bool:
@@ -99,8 +101,8 @@ class _Run:
     """One apply run: decoded images wait in per-shape buckets until a policy call's worth is there."""
 
     def __init__(self, policy: Policy, targets: dict[Path, list[Path]], *, copies: int, seed: int | None,
-                 batch_size: int, on_progress: ProgressCallback | None) -> None:
-        self.augment = policy.batch_transform(seed=seed)
+                 batch_size: int, progress: float, on_progress: ProgressCallback | None) -> None:
+        self.augment, self.progress = BatchAugment(policy, seed=seed), progress
         self.targets, self.copies = targets, copies
         self.per_call = max(1, batch_size // copies)
         self.on_progress = on_progress
@@ -129,7 +131,7 @@ class _Run:
         if not bucket:
             return
         batch = torch.stack([image for _, image in bucket])
-        out = self.augment(batch.repeat(self.copies, 1, 1, 1))
+        out = self.augment(batch.repeat(self.copies, 1, 1, 1), progress=self.progress)
         for k in range(self.copies):
             for i, (path, _) in enumerate(bucket):
                 self.written.append(save_png(out[k * len(bucket) + i], self.targets[path][k]))
@@ -147,30 +149,67 @@ class _Run:
 
 
 def apply_policy_to_path(policy: Policy, input_path: str | Path, output_dir: str | Path, *, copies: int = 1,
-                         seed: int | None = 0, batch_size: int = 256,
-                         on_progress: ProgressCallback | None = None) -> ApplyReport:
+                         seed: int | None = 0, batch_size: int = 256, progress: float | None = None,
+                         overwrite: bool = False, on_progress: ProgressCallback | None = None) -> ApplyReport:
     """Write ``copies`` augmented PNGs of every image under ``input_path`` to the same relative paths.
 
     Images of one shape are augmented together, up to ``batch_size`` augmented images per policy call
     (fewer for large images), so the result is deterministic for a given seed, input and batch size.
+    ``progress`` (the fraction of training done) picks the phase of a schedule policy; left None, a
+    schedule policy writes one set per phase, each in its own ``phase<k>_<start>-<end>`` subfolder and
+    drawn with the same seed.  An output folder that holds files is refused unless ``overwrite``.
     Unreadable files and files that are not images are skipped and reported;
-    ``on_progress(done, total)`` counts input images.
+    ``on_progress(done, total)`` counts input images (once per set).
     """
     if copies < 1 or batch_size < 1:
         raise AutoaugError(f"copies and batch size must be at least 1, got {copies} and {batch_size}")
+    if progress is not None:
+        _check_fraction(progress)
     root, output_dir = Path(input_path), Path(output_dir)
     if output_dir.resolve() == root.resolve():
         raise AutoaugError(f"{output_dir}: the output folder must not be the input folder")
     files = _walk(root, exclude=output_dir)
+    _check_output(output_dir, overwrite)
     images = [p for p in files if p == root or _is_image_name(p)]
-    run = _Run(policy, _unique_targets(images, root, output_dir, copies), copies=copies, seed=seed,
-               batch_size=batch_size, on_progress=on_progress)
-    for path in images:
-        run.add(path)
-    run.finish()
+    sets = output_sets(policy, output_dir, progress)
+    written: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for k, (point, folder) in enumerate(sets):
+        step = None if on_progress is None else _offset(on_progress, k * len(images), len(sets) * len(images))
+        run = _Run(policy, _unique_targets(images, root, folder, copies), copies=copies, seed=seed,
+                   batch_size=batch_size, progress=point, on_progress=step)
+        for path in images:
+            run.add(path)
+        run.finish()
+        written += run.written
+        skipped = run.skipped  # the same files fail in every set: report them once
     chosen = set(images)
     others = [(p, "not an image file (by its extension)") for p in files if p not in chosen]
-    return ApplyReport(written=run.written, skipped=sorted(others + run.skipped))
+    return ApplyReport(written=written, skipped=sorted(others + skipped), folders=[folder for _, folder in sets])
+
+
+def output_sets(policy: Policy, output_dir: Path, progress: float | None) -> list[tuple[float, Path]]:
+    """(progress, folder) for each set to write: one per phase of a schedule when ``progress`` is None."""
+    if progress is not None or not isinstance(policy.augment, Schedule):
+        return [(progress or 0.0, output_dir)]
+    return [(phase.start_fraction, output_dir / f"phase{k + 1}_{phase.start_fraction:.2f}-{phase.end_fraction:.2f}")
+            for k, phase in enumerate(policy.augment.phases)]
+
+
+def _check_fraction(progress: float) -> None:
+    if not 0.0 <= progress <= 1.0:
+        raise AutoaugError(f"progress is the fraction of training done, in [0, 1]; got {progress}")
+
+
+def _check_output(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.is_file():
+        raise AutoaugError(f"{output_dir}: the output must be a folder, and this is a file")
+    if not overwrite and output_dir.is_dir() and any(output_dir.iterdir()):
+        raise AutoaugError(f"{output_dir}: the output folder is not empty (--overwrite / overwrite=True writes into it anyway)")
+
+
+def _offset(on_progress: ProgressCallback, before: int, total: int) -> ProgressCallback:
+    return lambda done, _: on_progress(before + done, total)
 
 
 def _unique_targets(images: list[Path], root: Path, output_dir: Path, copies: int) -> dict[Path, list[Path]]:

@@ -1,21 +1,50 @@
 """A policy as callables: a batched per-image-random transform for any device, and a torchvision one."""
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Union
 
 import PIL.Image
 import torch
 from torch.utils.data import get_worker_info
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as tvf
 
-from autoaug.policy import Policy
+from autoaug.perimage import DRAW_AHEAD, DrawAhead, pil_to_uint8, uint8_to_pil
+from autoaug.policy import Policy, Schedule
 from autoaug.sampling import Plan, apply_plan, sample_plan, visible_fraction
+
+Progress = Union[float, Callable[[], float]]
+
+
+class SharedProgress:
+    """The fraction of training done, set by the training loop and read by DataLoader workers.
+
+    The value lives in shared memory, so workers (persistent ones included) see each ``set`` at once.
+    Pass it as ``PolicyTransform(policy, progress=shared)``; calling it returns the current value.
+    """
+
+    def __init__(self, value: float = 0.0) -> None:
+        self._value = torch.zeros((), dtype=torch.float64).share_memory_()
+        self.set(value)
+
+    def set(self, value: float) -> None:
+        self._value.fill_(check_progress(value))
+
+    def __call__(self) -> float:
+        return float(self._value)
+
+
+def check_progress(value: float) -> float:
+    """``value`` as a float if it is a fraction of training in [0, 1]; a ValueError otherwise."""
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ValueError(f"progress is the fraction of training done, in [0, 1]; got {value!r}")
+    return float(value)
 
 
 class BatchAugment:
-    """Apply a policy to uint8 batches ``[B, C, H, W]``: every image draws its own parameters.
+    """Apply a policy's image sections (``pre``, ``augment``, ``post``, and YOCO) to uint8 batches
+    ``[B, C, H, W]``: every image draws its own parameters (``autoaug.Regime`` applies the rest).
 
     Draws come from one ``torch.Generator`` per device, seeded with ``seed``, so the same seed and the
     same batches give the same pixels.  Inside a DataLoader worker the seed is the worker's own plus
@@ -48,12 +77,17 @@ class BatchAugment:
         return sample_plan(self.policy, n, height, width, self.generator(device), progress=progress)
 
     def __call__(self, images: torch.Tensor, *, progress: float = 0.0) -> torch.Tensor:
-        return self.augment(images, progress=progress)[0]
+        """Augmented images (``augment`` without the visible fractions, which cost time to compute)."""
+        _check_batch(images)
+        mixing = self.policy.mixing
+        if mixing is not None and mixing.yoco_probability > 0:
+            return self._yoco(images, mixing.yoco_probability, progress)[0]
+        batch, _, height, width = images.shape
+        return apply_plan(images, self.sample(batch, height, width, device=images.device, progress=progress))
 
     def augment(self, images: torch.Tensor, *, progress: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented images and, per image, the fraction of it left visible (for soft targets)."""
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"expected a uint8 batch [B, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        _check_batch(images)
         mixing = self.policy.mixing
         if mixing is not None and mixing.yoco_probability > 0:
             return self._yoco(images, mixing.yoco_probability, progress)
@@ -90,25 +124,52 @@ class BatchAugment:
         self.__init__(state["policy"], seed=state["seed"])
 
 
+def _check_batch(images: torch.Tensor) -> None:
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"expected a uint8 batch [B, C, H, W], got {images.dtype} {tuple(images.shape)}")
+
+
 class PolicyTransform(v2.Transform):
     """Per-image transform for ordinary DataLoader pipelines; composes with ``torchvision.transforms.v2``.
 
     Takes PIL images or uint8 ``[C, H, W]`` tensors and returns the same type.  In DataLoader workers
     it draws from the seed DataLoader gives each worker (plus ``seed``), so workers differ.
+
+    ``progress`` says where training stands (the fraction done, in [0, 1]) and picks the phase of a
+    schedule policy: a number (set ``transform.progress`` each epoch; DataLoader workers that are not
+    persistent copy it at the start of each epoch) or a callable such as ``SharedProgress``, which
+    persistent workers read too.
+
+    It applies the ``pre``, ``augment`` and ``post`` sections; ``mixing``, ``labels``, ``resolution`` and
+    ``width_resolution`` act on whole batches and targets: ``autoaug.Regime`` applies every section.
+
+    Parameters are drawn ``DRAW_AHEAD`` images at a time (per image size and schedule phase), exactly as
+    ``BatchAugment`` draws them for a batch of that many: the n-th image gets the n-th row's parameters.
     """
 
     _transformed_types = (torch.Tensor, PIL.Image.Image)
 
-    def __init__(self, policy: Policy, *, seed: int | None = None) -> None:
+    def __init__(self, policy: Policy, *, seed: int | None = None, progress: Progress = 0.0) -> None:
         super().__init__()
         self.policy = policy
+        self.progress = progress
         self._batch = BatchAugment(policy, seed=seed)
+        self._ahead: DrawAhead | None = None
+
+    def current_progress(self) -> float:
+        return check_progress(self.progress() if callable(self.progress) else self.progress)
+
+    def forward(self, *inputs: Any) -> Any:
+        # one bare image, the usual call in a Dataset, skips v2's walk over nested inputs (a third of the time)
+        if len(inputs) == 1 and (isinstance(inputs[0], PIL.Image.Image) or type(inputs[0]) is torch.Tensor):
+            return self.transform(inputs[0], {})
+        return super().forward(*inputs)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, PIL.Image.Image):
             mode = inpt.mode
-            tensor = tvf.pil_to_tensor(inpt if mode in ("RGB", "L") else inpt.convert("RGB"))
-            return tvf.to_pil_image(self._apply(tensor))
+            tensor = pil_to_uint8(inpt if mode in ("RGB", "L") else inpt.convert("RGB"))
+            return uint8_to_pil(self._apply(tensor))
         if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
             raise TypeError(f"PolicyTransform transforms images only, got {type(inpt).__name__}")
         out = self._apply(inpt.as_subclass(torch.Tensor))
@@ -117,7 +178,29 @@ class PolicyTransform(v2.Transform):
     def _apply(self, image: torch.Tensor) -> torch.Tensor:
         if image.dtype != torch.uint8 or image.ndim != 3:
             raise TypeError(f"expected a uint8 image [C, H, W], got {image.dtype} {tuple(image.shape)}")
-        return self._batch(image.unsqueeze(0))[0]
+        progress = self.current_progress()
+        mixing = self.policy.mixing
+        if mixing is not None and mixing.yoco_probability > 0:  # YOCO draws per batch: no rows to hand out
+            return self._batch(image.unsqueeze(0), progress=progress)[0]
+        # a forked DataLoader worker must not hand out the rows its parent drew: the key names the worker
+        worker = get_worker_info()
+        key = (image.shape[-2], image.shape[-1], image.device, phase_index(self.policy, progress),
+               None if worker is None else worker.id)
+        if self._ahead is None or self._ahead.key != key or self._ahead.empty:
+            plan = self._batch.sample(DRAW_AHEAD, key[0], key[1], device=image.device, progress=progress)
+            self._ahead = DrawAhead(key, plan)
+        return self._ahead.apply_next(image.unsqueeze(0))[0]
+
+    def __getstate__(self) -> dict[str, Any]:  # rows drawn ahead are not shipped: a copy draws its own
+        return {**super().__getstate__(), "_ahead": None}
 
     def extra_repr(self) -> str:
         return f"policy={self.policy.name!r}"
+
+
+def phase_index(policy: Policy, progress: float) -> int:
+    """Which phase of a schedule policy applies at ``progress`` (0 for a policy without phases)."""
+    if not isinstance(policy.augment, Schedule):
+        return 0
+    phases = policy.augment.phases
+    return next((k for k, phase in enumerate(phases) if progress < phase.end_fraction), len(phases) - 1)

@@ -1,34 +1,39 @@
 """A picture of what a policy does: originals next to augmented copies, as one uint8 image."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import PIL.Image
 import torch
 from torchvision.transforms.v2 import functional as tvf
 
+from autoaug.augment import BatchAugment
 from autoaug.errors import AutoaugError
-from autoaug.policy import Policy
+from autoaug.policy import Policy, Schedule
 
 GUTTER = 2
 
 
 def augmentation_grid(policy: Policy, images: torch.Tensor, *, copies: int, seed: int | None = 0,
-                      scale: int = 4) -> torch.Tensor:
+                      scale: int = 4, progress: float | Sequence[float] = 0.0) -> torch.Tensor:
     """uint8 ``[C, H', W']``: one row per image, the original first, then ``copies`` augmented copies.
 
-    Cells are nearest-upscaled by ``scale`` (small images are unreadable otherwise) and separated by
-    ``GUTTER``-pixel white lines, also around the border.
+    ``progress`` (the fraction of training done) picks the phase of a schedule policy; given several,
+    the grid has one block of rows per value (e.g. ``phase_starts(policy)``: a block per phase), each
+    drawn with the same seed.  Cells are nearest-upscaled by ``scale`` (small images are unreadable
+    otherwise) and separated by ``GUTTER``-pixel white lines, also around the border.
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"expected a uint8 batch [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
     if copies < 0 or scale < 1:
         raise AutoaugError(f"copies must be >= 0 and scale >= 1, got {copies} and {scale}")
-    count, channels, height, width = images.shape
-    augmented = policy.batch_transform(seed=seed)(images.repeat(copies, 1, 1, 1)) if copies else images[:0]
-    # column 0 holds the originals, column k the k-th copy of every image
-    columns = torch.cat([images, augmented]).view(copies + 1, count, channels, height, width)
+    points = [progress] if isinstance(progress, (int, float)) else list(progress)
+    # column 0 holds the originals, column k the k-th copy of every image; a block of rows per point
+    blocks = [_columns(policy, images, copies, seed, point) for point in points]
+    columns = torch.cat(blocks, dim=1)
     cells = columns.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    count, channels, height, width = columns.shape[1:]
     cell_h, cell_w = height * scale, width * scale
     grid = torch.full((channels, count * (cell_h + GUTTER) + GUTTER, (copies + 1) * (cell_w + GUTTER) + GUTTER),
                       255, dtype=torch.uint8)
@@ -37,6 +42,20 @@ def augmentation_grid(policy: Policy, images: torch.Tensor, *, copies: int, seed
             top, left = GUTTER + row * (cell_h + GUTTER), GUTTER + col * (cell_w + GUTTER)
             grid[:, top:top + cell_h, left:left + cell_w] = cells[col, row]
     return grid
+
+
+def _columns(policy: Policy, images: torch.Tensor, copies: int, seed: int | None, progress: float) -> torch.Tensor:
+    """``[copies + 1, N, C, H, W]``: the originals, then each copy of every image."""
+    augment = BatchAugment(policy, seed=seed)
+    augmented = augment(images.repeat(copies, 1, 1, 1), progress=progress) if copies else images[:0]
+    return torch.cat([images, augmented]).view(copies + 1, *images.shape)
+
+
+def phase_starts(policy: Policy) -> list[float]:
+    """Where each phase of a schedule policy starts (``[0.0]`` for a policy without phases)."""
+    if isinstance(policy.augment, Schedule):
+        return [phase.start_fraction for phase in policy.augment.phases]
+    return [0.0]
 
 
 def cell_origin(row: int, col: int, height: int, width: int, scale: int) -> tuple[int, int]:

@@ -16,7 +16,7 @@ def soft_targets(labels: torch.Tensor, num_classes: int, *, labels_cfg: Labels |
     Soft augmentation (Liu et al., 2022) sets the true class's confidence to
     ``1 - strength * (1 - visible) ** power``, spreading the rest uniformly over all classes.
     """
-    targets = torch.nn.functional.one_hot(labels, num_classes).to(torch.float32)
+    targets = torch.nn.functional.one_hot(_class_indices(labels), num_classes).to(torch.float32)
     if labels_cfg is None:
         return targets
     confidence = torch.ones(labels.shape[0], device=labels.device)
@@ -27,17 +27,34 @@ def soft_targets(labels: torch.Tensor, num_classes: int, *, labels_cfg: Labels |
     return targets * confidence[:, None] + (1.0 - confidence[:, None]) / num_classes
 
 
+def _class_indices(labels: torch.Tensor) -> torch.Tensor:
+    """Integer class labels of any integer dtype as int64 (what ``one_hot`` takes)."""
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices (any integer dtype) or float soft targets "
+                         f"[B, classes], got {labels.dtype}")
+    return labels.long()
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets ``[B, classes]`` (rows summing to 1), averaged over the batch."""
+    return -(targets * torch.nn.functional.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
 class BatchMixer:
     """``(images, labels) -> (images, soft targets)``: each image is mixed with a random partner.
 
     With the policy's mixing ``probability`` an image is mixed; then with ``cutmix_probability`` by
     CutMix (a box pasted from the partner, the target weighted by the box's real area) and otherwise by
-    Mixup. Every image draws its own λ ~ Beta(α, α).  ``labels`` may be class indices or soft targets.
+    Mixup. Every image draws its own λ ~ Beta(α, α).  ``labels`` may be class indices (any integer
+    dtype) or soft targets; class indices are first softened by the policy's ``labels`` section (or
+    ``labels``, which replaces it), using ``visible`` (per image, the fraction left visible by the
+    augmentation: ``BatchAugment.augment`` returns it) for soft augmentation.
     """
 
-    def __init__(self, policy: Policy, *, num_classes: int, seed: int | None = None) -> None:
+    def __init__(self, policy: Policy, *, num_classes: int, seed: int | None = None,
+                 labels: Labels | None = None) -> None:
         self.mixing = policy.mixing or Mixing()
-        self.labels_cfg = policy.labels
+        self.labels_cfg = labels if labels is not None else policy.labels
         self.num_classes = num_classes
         self.seed = seed
         self._gen: torch.Generator | None = None
@@ -53,9 +70,10 @@ class BatchMixer:
             self._gen = torch.Generator().manual_seed(seed)
         return self._gen
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, *,
+                 visible: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         targets = labels if labels.is_floating_point() else soft_targets(labels, self.num_classes,
-                                                                         labels_cfg=self.labels_cfg)
+                                                                         labels_cfg=self.labels_cfg, visible=visible)
         if not self.active or images.shape[0] < 2:
             return images, targets
         draws = self._draw(images.shape[0], images.shape[-2], images.shape[-1])

@@ -11,16 +11,12 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autoaug.errors import AutoaugError, UnknownNameError
 from autoaug.op_specs import OPS
-
-if TYPE_CHECKING:
-    from autoaug.augment import BatchAugment, PolicyTransform
-    from autoaug.mixing import BatchMixer
 
 SCHEMA_VERSION = 1
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -214,21 +210,6 @@ class Policy(_Model):
     def save(self, path: str | Path) -> Path:
         """Write atomically (a reader never sees a half-written file)."""
         return write_atomic(Path(path), self.dumps())
-
-    def transform(self, *, seed: int | None = None) -> PolicyTransform:
-        """A torchvision-v2-compatible per-image transform (PIL images or uint8 ``[C, H, W]`` tensors)."""
-        from autoaug.augment import PolicyTransform
-        return PolicyTransform(self, seed=seed)
-
-    def batch_transform(self, *, seed: int | None = None) -> BatchAugment:
-        """A callable on uint8 batches ``[B, C, H, W]`` on any device, with per-image randomness."""
-        from autoaug.augment import BatchAugment
-        return BatchAugment(self, seed=seed)
-
-    def batch_mixing(self, *, num_classes: int, seed: int | None = None) -> BatchMixer:
-        """A callable ``(images, labels) -> (images, soft targets)`` for the mixing and labels sections."""
-        from autoaug.mixing import BatchMixer
-        return BatchMixer(self, num_classes=num_classes, seed=seed)
 
 
 _AUGMENT_KINDS = ("none", "subpolicies", "randaugment", "trivialaugment", "schedule")

@@ -18,9 +18,10 @@ import torch.nn.functional as nnf
 
 from autoaug.datasets import ArrayData
 from autoaug.errors import AutoaugError
-from autoaug.mixing import BatchMixer, soft_targets
+from autoaug.mixing import soft_cross_entropy
 from autoaug.models import MODELS, build_model
-from autoaug.policy import Labels, Policy, Resolution
+from autoaug.policy import Labels, Policy
+from autoaug.regime import Regime, low_resolution  # noqa: F401 (low_resolution: re-exported, tests use it)
 from autoaug.widthres import SandwichStep, evaluate_grid
 
 Status = Literal["ok", "nan", "oom", "stopped"]
@@ -176,16 +177,6 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig, lr: float) -> torch.
     return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
-def low_resolution(resolution: Resolution | None, progress: float, draw: float) -> int | None:
-    """The resolution to downscale this batch to, or None, for a fraction of training done."""
-    if resolution is None:
-        return None
-    for phase in resolution.phases:
-        if phase.start_fraction <= progress < phase.end_fraction and draw < phase.probability:
-            return phase.resolution
-    return None
-
-
 class Normalizer(torch.nn.Module):
     """uint8 -> float normalised with the training set's per-channel mean and std."""
 
@@ -197,10 +188,6 @@ class Normalizer(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (images.to(torch.float32) - self.mean) / self.std
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return -(targets * nnf.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 
 @torch.no_grad()
@@ -254,11 +241,9 @@ class _Run:
         self.model = build_model(config.model, num_classes=self.num_classes, in_channels=channels, image_size=height,
                                  slimmable=policy.width_resolution is not None
                                  ).to(device, memory_format=_memory_format(device))
-        self.augment = policy.batch_transform(seed=self.seeds.augment_part(0))
-        self.mixer = BatchMixer(policy, num_classes=self.num_classes, seed=self.seeds.augment_part(1))
-        self.labels_cfg = _labels(policy, config)
         self.shuffle = torch.Generator(device).manual_seed(self.seeds.order)
         self.draws = torch.Generator().manual_seed(self.seeds.augment_part(2))
+        self.regime = self.make_regime(policy, self.seeds.augment_part(0))
         self.batch_size = config.batch_size or auto_batch_size(len(self.images))
         self.peak_lr = scaled_lr(config.lr, self.batch_size)
         self.optimizer = _optimizer(self.model, config, self.peak_lr)
@@ -267,17 +252,15 @@ class _Run:
         self.sandwich = SandwichStep(self.model, policy.width_resolution, self.draws) \
             if policy.width_resolution else None
 
+    def make_regime(self, policy: Policy, seed: int) -> Regime:
+        """Augmentation seeded with ``seed``, mixing with ``seed + 1``; resolution draws from ``draws``."""
+        return Regime(policy, num_classes=self.num_classes, seed=seed, normalize=self.normalize,
+                      labels=_labels(policy, self.config), draws=self.draws)
+
     def batch(self, idx: torch.Tensor, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment, normalise, soften targets, mix and maybe downscale one batch, all on the device."""
-        images, visible = self.augment.augment(self.images[idx], progress=progress)
-        soft = self.labels_cfg is not None and self.labels_cfg.soft_target_strength > 0
-        targets = soft_targets(self.labels[idx], self.num_classes, labels_cfg=self.labels_cfg,
-                               visible=visible if soft else None)
-        x, targets = self.mixer(self.normalize(images), targets)
-        size = low_resolution(self.policy.resolution, progress, torch.rand((), generator=self.draws).item())
-        if size is not None and size != x.shape[-1]:
-            x = nnf.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        return _layout(x, self.device), targets
+        batch = self.regime(self.images[idx], self.labels[idx], progress=progress)
+        return _layout(batch.images, self.device), batch.targets
 
     def step(self, step: int, idx: torch.Tensor) -> torch.Tensor:
         for group in self.optimizer.param_groups:
@@ -337,9 +320,8 @@ class Trainer:
         if policy.width_resolution != self._run.policy.width_resolution:
             raise AutoaugError("the width_resolution section cannot change during a run")
         run = self._run
-        run.policy, run.labels_cfg = policy, _labels(policy, run.config)
-        run.augment = policy.batch_transform(seed=run.seeds.augment_part(0, self.epochs_done))
-        run.mixer = BatchMixer(policy, num_classes=run.num_classes, seed=run.seeds.augment_part(1, self.epochs_done))
+        run.policy = policy
+        run.regime = run.make_regime(policy, run.seeds.augment_part(0, self.epochs_done))
 
     def run_epoch(self) -> EpochMetrics:
         """Train one epoch and evaluate; raises ``FloatingPointError`` if the loss is not finite."""

@@ -11,6 +11,11 @@ a warm-up, over several batches.  torchvision: ``v2.RandomCrop``, ``v2.RandomHor
 (``num_workers=os.cpu_count()``, batch 512), as an ordinary training pipeline feeds a GPU.  Our shipped
 policies add Cutout after the policy; the last row times that too, on our side only.
 
+The per-image table times the path an ordinary DataLoader pipeline takes: one 32x32 PIL image at a time
+on one thread (as in a DataLoader worker), ``PolicyTransform(policy)`` beside torchvision's
+``v2.AutoAugment(CIFAR10)`` / ``v2.TrivialAugmentWide()``, the policy alone (no crop or flip), in
+alternating rounds so that a shared machine's load falls on both sides alike; the median round counts.
+
 Data (``--data``): ``random`` uniform uint8 (the default: throughput barely depends on pixel values),
 ``digits`` (scikit-learn's 8x8 scans upscaled), or a path to the CIFAR-10 JPEG pack
 (``cifar10-jpeg.npz``, decoded here).
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -28,7 +34,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import AutoAugmentPolicy, v2
 
-from autoaug.augment import BatchAugment
+import PIL.Image
+
+from autoaug.augment import BatchAugment, PolicyTransform
 from autoaug.policy import Policy, load_policy
 
 POLICIES = {  # our shipped policy -> torchvision's per-image transform for the same policy
@@ -99,6 +107,34 @@ def torchvision_loader(make_policy: Callable[[], v2.Transform], images: torch.Te
     return rate
 
 
+def per_image(make_policy: Callable[[], v2.Transform], policy: Policy, images: torch.Tensor,
+              rounds: int) -> tuple[float, float]:
+    """Images/s of torchvision's and our per-image transform on PIL images, one thread, alternating rounds."""
+    pils = [PIL.Image.fromarray(image.permute(1, 2, 0).numpy()) for image in images]
+    theirs, ours_ = make_policy(), PolicyTransform(policy, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a DataLoader worker runs one thread
+    rates: dict[str, list[float]] = {"theirs": [], "ours": []}
+    try:
+        for transform in (theirs, ours_):  # warm-up: first calls build kernels and caches
+            for image in pils[:64]:
+                transform(image)
+        for _ in range(rounds):
+            for name, transform in (("theirs", theirs), ("ours", ours_)):
+                start = time.perf_counter()
+                for image in pils:
+                    transform(image)
+                rates[name].append(len(pils) / (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(rates["theirs"]), statistics.median(rates["ours"])
+
+
+def policy_only(name: str) -> Policy:
+    """Our shipped policy without crop, flip or Cutout: the same work as torchvision's policy transform."""
+    return load_policy(name).model_copy(update={"pre": [], "post": []})
+
+
 def crop_flip_policy(name: str) -> Policy:
     """Our shipped policy without its post ops (Cutout): the same work as torchvision's pipeline."""
     return load_policy(name).model_copy(update={"post": []})
@@ -147,6 +183,12 @@ def main() -> None:
               + "".join(f"{r / theirs:>12.1f}x" for r in rates), flush=True)
     rates = [ours(load_policy("trivialaugment-wide"), images, d, batch[d.type], reps) for d in devices]
     print(f"{'trivialaugment-wide+Cutout':<26}{'-':>13}" + "".join(f"{r:>14,.0f}" for r in rates))
+    count, rounds = (256, 3) if args.quick else (2048, 7)
+    print(f"\nper image: 32x32 PIL, one thread, median of {rounds} alternating rounds of {count} images")
+    print(f"{'policy (alone)':<26}{'torchvision':>13}{'PolicyTransform':>17}{'ours/tv':>10}")
+    for name, make_policy in POLICIES.items():
+        theirs, rate = per_image(make_policy, policy_only(name), images[:count], rounds)
+        print(f"{name:<26}{theirs:>13,.0f}{rate:>17,.0f}{rate / theirs:>9.2f}x", flush=True)
 
 
 if __name__ == "__main__":

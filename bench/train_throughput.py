@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from autoaug.augment import BatchAugment
 from autoaug.datasets import ArrayData, load_dataset
 from autoaug.models import build_model
 from autoaug.policy import load_policy
@@ -79,7 +80,7 @@ def torchvision_loader(model_name: str, data: ArrayData, args: argparse.Namespac
 def augment_share(policy_name: str, data: ArrayData, args: argparse.Namespace, step_rate: float) -> float:
     """Seconds of augmentation per image over seconds of a whole training step per image."""
     device = resolve_device(args.device)
-    augment = load_policy(policy_name).batch_transform(seed=0)
+    augment = BatchAugment(load_policy(policy_name), seed=0)
     batch = data.images[: args.batch_size].to(device)
     augment(batch)
     _sync(device)

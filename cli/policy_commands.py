@@ -56,12 +56,14 @@ def show(
     console.print(settings_table(loaded))
     if grid is not None:
         from autoaug.apply import load_image_batch  # torch loads only to draw
-        from autoaug.grid import augmentation_grid, digits_images, fit_scale, save_png
+        from autoaug.grid import augmentation_grid, digits_images, fit_scale, phase_starts, save_png
 
         batch = load_image_batch(images, limit=rows) if images is not None else digits_images(rows)
-        scale = fit_scale(*batch.shape[-2:])
-        save_png(augmentation_grid(loaded, batch, copies=copies, seed=seed, scale=scale), grid)
-        console.print(f"wrote {grid}: {len(batch)} rows x (original + {copies} copies), scale {scale}")
+        scale, starts = fit_scale(*batch.shape[-2:]), phase_starts(loaded)
+        save_png(augmentation_grid(loaded, batch, copies=copies, seed=seed, scale=scale, progress=starts), grid)
+        phases = f" (a block of {len(batch)} per phase, {len(starts)} phases)" if len(starts) > 1 else ""
+        console.print(f"wrote {grid}: {len(batch) * len(starts)} rows{phases} x (original + {copies} copies), "
+                      f"scale {scale}")
 
 
 @app.command(name="apply", epilog=examples("autoaug apply randaugment --input photos/ --output augmented/ --copies 4"))
@@ -72,6 +74,10 @@ def apply_command(
     copies: Annotated[int, typer.Option(min=1, help="Augmented copies per image.")] = 1,
     seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Augmented images per policy call.")] = 256,
+    progress: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="Point in training (fraction done) whose schedule phase to apply; "
+        "default: one set per phase, in phase<k>_<start>-<end> subfolders.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Write into an output folder that already holds files.")] = False,
 ) -> None:
     """Write augmented PNG copies of images, keeping the folder layout; unreadable files are skipped."""
     from autoaug.apply import apply_policy_to_path  # torch loads here, not for --help
@@ -82,12 +88,19 @@ def apply_command(
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("augmenting", total=None)
         report = apply_policy_to_path(loaded, input_path, output, copies=copies, seed=seed, batch_size=batch_size,
+                                      progress=progress, overwrite=overwrite,
                                       on_progress=lambda done, total: bar.update(task, completed=done, total=total))
     for path, reason in report.skipped:
         sys.stderr.write(f"skipped {path}: {reason}\n")
-    typer.echo(f"wrote {len(report.written)} images, skipped {len(report.skipped)}")
+    folders = report.folders
+    where = f" ({len(folders)} phases: {', '.join(str(f) for f in folders)})" if len(folders) > 1 else ""
+    typer.echo(f"wrote {_count(len(report.written), 'image')}{where}, skipped {len(report.skipped)}")
     if not report.written:
         raise typer.Exit(1)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 # --------------------------------------------------------------------------- rendering

@@ -11,7 +11,7 @@ import torch
 from autoaug.apply import apply_policy_to_path, find_images, load_image_batch, read_image
 from autoaug.augment import BatchAugment
 from autoaug.errors import AutoaugError
-from autoaug.grid import GUTTER, augmentation_grid, cell_origin, digits_images, save_png
+from autoaug.grid import GUTTER, augmentation_grid, cell_origin, digits_images, phase_starts, save_png
 from autoaug.policy import OpCall, Policy, load_policy
 
 NOOP = Policy(name="noop")
@@ -168,7 +168,7 @@ def test_outputs_inside_the_input_folder_are_not_read_again(tree: Path, tmp_path
     source.mkdir()
     PIL.Image.fromarray(_digits(1)[0]).save(source / "a.png")
     for _ in range(2):
-        report = apply_policy_to_path(NOOP, source, source / "aug")
+        report = apply_policy_to_path(NOOP, source, source / "aug", overwrite=True)
         assert [p.relative_to(source).as_posix() for p in report.written] == ["aug/a_aug0.png"]
     with pytest.raises(AutoaugError, match="must not be the input folder"):
         apply_policy_to_path(NOOP, source, source)
@@ -212,3 +212,91 @@ def test_grid_of_digits_saves_as_a_png(tmp_path: Path) -> None:
     grid = augmentation_grid(NOOP, images, copies=1, seed=0, scale=1)
     path = save_png(grid, tmp_path / "sub" / "grid.png")
     assert torch.equal(read_image(path), grid)
+
+
+# --------------------------------------------------------------------------- schedules and the command line
+SCHEDULE = load_policy(Path(__file__).parent / "golden" / "policy_v1_schedule.json")
+
+
+def _phase_alone(k: int) -> Policy:
+    return SCHEDULE.model_copy(update={"augment": SCHEDULE.augment.phases[k].augment})
+
+
+def _outputs(folder: Path) -> dict[str, torch.Tensor]:
+    return {p.relative_to(folder).as_posix(): _pixels(p) for p in sorted(folder.rglob("*.png"))}
+
+
+def test_apply_writes_one_set_per_phase_each_the_phase_alone(tree: Path, tmp_path: Path) -> None:
+    report = apply_policy_to_path(SCHEDULE, tree / "digits", tmp_path / "out", copies=2, seed=4)
+    folders = [tmp_path / "out" / "phase1_0.00-0.50", tmp_path / "out" / "phase2_0.50-1.00"]
+    assert report.folders == folders and len(report.written) == 2 * 7 * 2
+    sets = [_outputs(folder) for folder in folders]
+    for k in range(2):
+        apply_policy_to_path(_phase_alone(k), tree / "digits", tmp_path / f"alone{k}", copies=2, seed=4)
+        assert sets[k].keys() == _outputs(tmp_path / f"alone{k}").keys()
+        assert all(torch.equal(sets[k][name], image) for name, image in _outputs(tmp_path / f"alone{k}").items())
+    assert any(not torch.equal(sets[0][name], sets[1][name]) for name in sets[0])
+    late = apply_policy_to_path(SCHEDULE, tree / "digits", tmp_path / "late", copies=2, seed=4, progress=0.8)
+    assert late.folders == [tmp_path / "late"]
+    assert all(torch.equal(image, sets[1][name]) for name, image in _outputs(tmp_path / "late").items())
+
+
+def test_apply_refuses_a_folder_that_holds_files_unless_told(tree: Path, tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    apply_policy_to_path(FLIP, tree / "digits", tmp_path / "out")  # an empty folder is fine
+    with pytest.raises(AutoaugError, match="out: the output folder is not empty .*--overwrite"):
+        apply_policy_to_path(NOOP, tree / "digits", tmp_path / "out")
+    assert torch.equal(_pixels(tmp_path / "out" / "d0_aug0.png"), _pixels(tree / "digits" / "d0.png").flip(-1))
+    apply_policy_to_path(NOOP, tree / "digits", tmp_path / "out", overwrite=True)
+    assert torch.equal(_pixels(tmp_path / "out" / "d0_aug0.png"), _pixels(tree / "digits" / "d0.png"))
+    with pytest.raises(AutoaugError, match=r"progress .* in \[0, 1\]; got 1.2"):
+        apply_policy_to_path(NOOP, tree / "digits", tmp_path / "other", progress=1.2)
+
+
+def test_grid_draws_a_block_of_rows_per_phase(tree: Path) -> None:
+    images = load_image_batch(tree / "digits", limit=3)
+    grid = augmentation_grid(SCHEDULE, images, copies=2, seed=0, scale=1, progress=phase_starts(SCHEDULE))
+    assert phase_starts(SCHEDULE) == [0.0, 0.5] and phase_starts(FLIP) == [0.0]
+    rows = grid.shape[1] - GUTTER
+    assert rows == 6 * (16 + GUTTER)
+    for k in range(2):
+        alone = augmentation_grid(_phase_alone(k), images, copies=2, seed=0, scale=1)
+        block = grid[:, k * 3 * (16 + GUTTER):(k + 1) * 3 * (16 + GUTTER) + GUTTER]
+        assert torch.equal(block, alone)
+    assert not torch.equal(grid[:, :rows // 2], grid[:, rows // 2:rows])
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from autoaug_cli import app as cli_app
+
+    with pytest.raises(SystemExit) as done:
+        cli_app.main(args)
+    out = capsys.readouterr()
+    return done.value.code or 0, out.out, out.err
+
+
+def test_apply_command_counts_what_it_wrote_and_refuses_to_overwrite(tree: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["apply", "cropflip", "--input", str(tree / "digits"), "--output", str(tmp_path / "out"), "--copies", "3"]
+    code, out, _ = _cli(args, capsys)
+    assert (code, out.splitlines()[-1]) == (0, "wrote 21 images, skipped 0")
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 21
+    code, out, err = _cli(args, capsys)
+    assert code == 2 and err.count("\n") == 1 and "not empty (--overwrite" in err
+    assert _cli(args + ["--overwrite"], capsys)[:2] == (0, "wrote 21 images, skipped 0\n")
+    single = ["apply", "cropflip", "--input", str(tree / "digits" / "d0.png"), "--output", str(tmp_path / "one")]
+    assert _cli(single, capsys)[1] == "wrote 1 image, skipped 0\n"
+
+
+def test_apply_and_show_commands_cover_every_phase(tree: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    policy = str(Path(__file__).parent / "golden" / "policy_v1_schedule.json")
+    code, out, _ = _cli(["apply", policy, "--input", str(tree / "digits"), "--output", str(tmp_path / "a")], capsys)
+    assert code == 0 and out.startswith("wrote 14 images (2 phases: ")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["phase1_0.00-0.50", "phase2_0.50-1.00"]
+    late = ["apply", policy, "--input", str(tree / "digits"), "--output", str(tmp_path / "b"), "--progress", "0.8"]
+    assert _cli(late, capsys)[1] == "wrote 7 images, skipped 0\n"
+    code, out, _ = _cli(["show", policy, "--grid", str(tmp_path / "grid.png"), "--rows", "2", "--copies", "3"], capsys)
+    assert code == 0 and "4 rows (a block of 2 per phase, 2 phases)" in " ".join(out.split())  # rich wraps lines
+    with PIL.Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (4 * (128 + GUTTER) + GUTTER, 4 * (128 + GUTTER) + GUTTER)

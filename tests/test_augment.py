@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -12,10 +13,11 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from autoaug.augment import BatchAugment, PolicyTransform
+from autoaug.augment import DRAW_AHEAD, BatchAugment, PolicyTransform, SharedProgress
 from autoaug.grid import digits_images
-from autoaug.policy import Mixing, OpCall, Policy, load_policy
-from autoaug.sampling import apply_plan
+from autoaug.ops import OPS
+from autoaug.policy import Mixing, OpCall, Policy, TrivialAugment, load_policy
+from autoaug.sampling import OP_NAMES, Plan, apply_plan
 
 FLIP = Policy(name="flip", pre=[OpCall(op="HorizontalFlip", probability=1.0)])
 
@@ -38,6 +40,12 @@ def pil_photo(height: int = 30, width: int = 40, mode: str = "RGB") -> PIL.Image
     return PIL.Image.fromarray(photos(1, height, width)[0].permute(1, 2, 0).numpy()).convert(mode)
 
 
+def _rows(plan: Plan, count: int) -> Plan:
+    """The first ``count`` images' parameters of ``plan``."""
+    slots = tuple(type(slot)(*(getattr(slot, f)[:count] for f in slot.__dataclass_fields__)) for slot in plan.slots)
+    return Plan(slots, count, plan.height, plan.width, None if plan.choice is None else plan.choice[:count])
+
+
 def yoco(policy: Policy, probability: float = 1.0) -> Policy:
     return policy.model_copy(update={"mixing": Mixing(yoco_probability=probability)})
 
@@ -45,7 +53,7 @@ def yoco(policy: Policy, probability: float = 1.0) -> Policy:
 # --------------------------------------------------------------------------- PolicyTransform
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_policy_transform_in_a_v2_compose_on_pil_images(mode: str) -> None:
-    pipeline = v2.Compose([v2.RandomCrop((30, 40), padding=2), load_policy("trivialaugment-wide").transform(seed=0),
+    pipeline = v2.Compose([v2.RandomCrop((30, 40), padding=2), PolicyTransform(load_policy("trivialaugment-wide"), seed=0),
                            v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
     out = pipeline(pil_photo(mode=mode))
     assert isinstance(out, tv_tensors.Image) and out.dtype == torch.float32
@@ -53,7 +61,7 @@ def test_policy_transform_in_a_v2_compose_on_pil_images(mode: str) -> None:
 
 
 def test_policy_transform_returns_the_type_it_was_given() -> None:
-    transform = load_policy("autoaugment-cifar10").transform(seed=1)
+    transform = PolicyTransform(load_policy("autoaugment-cifar10"), seed=1)
     image = pil_photo()
     out = transform(image)
     assert isinstance(out, PIL.Image.Image) and out.size == image.size and out.mode == "RGB"
@@ -68,18 +76,22 @@ def test_policy_transform_returns_the_type_it_was_given() -> None:
 
 
 def test_policy_transform_draws_as_batch_augment_does() -> None:
-    """One image through the transform is the batch path with a batch of one: same seed, same pixels."""
+    """The n-th image through the transform gets row n of the batch path's plans: same seed, same pixels."""
     policy = load_policy("trivialaugment-wide")
     transform, batch = PolicyTransform(policy, seed=3), BatchAugment(policy, seed=3)
-    for image in photos(5):
-        assert torch.equal(transform(image), batch(image[None])[0])
+    images = photos(DRAW_AHEAD + 8)  # past the first block of draws into the second
+    out = torch.stack([transform(image) for image in images])
+    first = apply_plan(images[:DRAW_AHEAD], batch.sample(DRAW_AHEAD, 32, 32))
+    second = apply_plan(images[DRAW_AHEAD:], _rows(batch.sample(DRAW_AHEAD, 32, 32), 8))
+    assert torch.equal(out, torch.cat([first, second]))
+    assert not torch.equal(out[:8], images[:8])
     image = pil_photo()
     from_pil = torch.from_numpy(np.array(PolicyTransform(policy, seed=4)(image))).permute(2, 0, 1)
     assert torch.equal(from_pil, PolicyTransform(policy, seed=4)(F.pil_to_tensor(image)))
 
 
 def test_policy_transform_passes_labels_and_refuses_other_tv_tensors() -> None:
-    transform = FLIP.transform()
+    transform = PolicyTransform(FLIP)
     image = photos(1)[0]
     out, label = transform(image, 3)
     assert torch.equal(out, image.flip(-1)) and label == 3
@@ -91,7 +103,7 @@ def test_policy_transform_passes_labels_and_refuses_other_tv_tensors() -> None:
 
 
 def test_policy_transform_refuses_float_tensors() -> None:
-    transform = FLIP.transform()
+    transform = PolicyTransform(FLIP)
     with pytest.raises(TypeError, match=r"expected a uint8 image \[C, H, W\], got torch.float32"):
         transform(torch.rand(3, 32, 32))
     with pytest.raises(TypeError, match="uint8"):
@@ -114,7 +126,7 @@ class _Copies(Dataset):
 @pytest.mark.parametrize("seed", [None, 5])
 def test_dataloader_workers_draw_their_own_parameters(seed: int | None) -> None:
     """Workers are forked copies; a transform used (or seeded) before the fork must not repeat across them."""
-    transform = load_policy("trivialaugment-wide").transform(seed=seed)
+    transform = PolicyTransform(load_policy("trivialaugment-wide"), seed=seed)
     transform(photos(1)[0])  # e.g. a preview in the parent process
     torch.manual_seed(0)
     out = torch.cat(list(DataLoader(_Copies(transform), batch_size=1, num_workers=2)))
@@ -126,7 +138,7 @@ def test_dataloader_workers_draw_their_own_parameters(seed: int | None) -> None:
 
 # --------------------------------------------------------------------------- BatchAugment
 def test_batch_augment_refuses_non_uint8_and_non_batches() -> None:
-    augment = FLIP.batch_transform(seed=0)
+    augment = BatchAugment(FLIP, seed=0)
     with pytest.raises(ValueError, match="expected a uint8 batch"):
         augment(torch.rand(2, 3, 32, 32))
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
@@ -211,3 +223,83 @@ def test_batch_augment_on_digits_and_non_square_batches() -> None:
     assert out.shape == grey.shape and out.dtype == torch.uint8
     plan = BatchAugment(policy, seed=0).sample(32, 48, 64)
     assert torch.equal(apply_plan(grey, plan), out)
+
+
+# --------------------------------------------------------------------------- schedules
+SCHEDULE = load_policy(Path(__file__).parent / "golden" / "policy_v1_schedule.json")
+
+
+def phase_alone(policy: Policy, k: int) -> Policy:
+    """The k-th phase of a schedule policy as a policy of its own."""
+    return policy.model_copy(update={"augment": policy.augment.phases[k].augment})
+
+
+@pytest.mark.parametrize("progress", [0.0, 0.3, 0.5, 0.8, 1.0])
+def test_each_phase_of_a_schedule_is_that_phase_alone(progress: float) -> None:
+    """At any progress the per-image and batch paths give exactly what the phase's own policy gives."""
+    phase = 0 if progress < 0.5 else 1
+    images = photos(12)
+    alone = phase_alone(SCHEDULE, phase)
+    batch = BatchAugment(SCHEDULE, seed=2)(images, progress=progress)
+    assert torch.equal(batch, BatchAugment(alone, seed=2)(images))
+    transform = PolicyTransform(SCHEDULE, seed=2, progress=progress)
+    per_image = torch.stack([transform(image) for image in images])
+    alone_transform = PolicyTransform(alone, seed=2)
+    assert torch.equal(per_image, torch.stack([alone_transform(image) for image in images]))
+    assert torch.equal(per_image, images) == (phase == 0)  # the golden schedule augments nothing at first
+
+
+def test_policy_transform_follows_progress_set_between_epochs() -> None:
+    images = photos(8)
+    transform = PolicyTransform(SCHEDULE, seed=0)
+    assert torch.equal(torch.stack([transform(image) for image in images]), images)
+    transform.progress = 0.75
+    late = torch.stack([transform(image) for image in images])
+    assert not torch.equal(late, images)
+    shared = SharedProgress()
+    transform = PolicyTransform(SCHEDULE, seed=0, progress=shared)
+    assert torch.equal(transform(images[0]), images[0])
+    shared.set(0.75)
+    assert shared() == 0.75 and not torch.equal(transform(images[1]), images[1])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]; got 1.5"):
+        shared.set(1.5)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]; got nan"):
+        PolicyTransform(SCHEDULE, progress=float("nan"))(images[0])
+
+
+class _Same(Dataset):
+    def __init__(self, transform: PolicyTransform) -> None:
+        self.image, self.transform = photos(1)[0], transform
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(self.image)
+
+
+def test_shared_progress_reaches_persistent_dataloader_workers() -> None:
+    """Persistent workers keep their copy of the transform: only shared memory tells them the phase."""
+    progress = SharedProgress()
+    dataset = _Same(PolicyTransform(SCHEDULE, seed=1, progress=progress))
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, persistent_workers=True)
+    early = next(iter(loader))
+    assert all(torch.equal(image, dataset.image) for image in early)
+    progress.set(0.9)
+    late = next(iter(loader))
+    assert sum(torch.equal(image, dataset.image) for image in late) == 0
+
+
+@pytest.mark.parametrize("ranges", ["standard", "wide"])
+def test_per_image_path_gives_the_batch_pixels_for_every_op(ranges: str) -> None:
+    """Every registered op, at bins across its range and both signs, through the per-image path (which
+    forms the geometric ops' matrices for a whole block at once) equals the batch kernels, pixel for pixel."""
+    policy = Policy(name="every-op", augment=TrivialAugment(ops=list(OPS), ranges=ranges))
+    transform, batch = PolicyTransform(policy, seed=11), BatchAugment(policy, seed=11)
+    images = photos(2 * DRAW_AHEAD, 24, 40)
+    out = torch.stack([transform(image) for image in images])
+    plans = [batch.sample(DRAW_AHEAD, 24, 40) for _ in range(2)]
+    assert torch.equal(out, torch.cat([apply_plan(images[k * DRAW_AHEAD:(k + 1) * DRAW_AHEAD], plan)
+                                       for k, plan in enumerate(plans)]))
+    drawn = {OP_NAMES[i] for plan in plans for i in plan.slots[0].op.tolist()}
+    assert drawn == set(OPS)  # 128 draws of 19 ops: every op was drawn

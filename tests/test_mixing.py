@@ -1,20 +1,21 @@
 """Batch mixing (Mixup, CutMix) and soft targets (label smoothing, soft augmentation)."""
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
 import torch
 
 from autoaug.grid import digits_images
-from autoaug.mixing import BatchMixer, soft_targets
+from autoaug.mixing import BatchMixer, _cutmix_boxes, soft_cross_entropy, soft_targets
 from autoaug.policy import Labels, Mixing, Policy
 
 N = 64  # images, and classes: image i has label i, so a target row names its partner
 
 
 def mixer(seed: int = 0, labels: Labels | None = None, **mixing: float) -> BatchMixer:
-    return Policy(name="mix", mixing=Mixing(**mixing), labels=labels).batch_mixing(num_classes=N, seed=seed)
+    return BatchMixer(Policy(name="mix", mixing=Mixing(**mixing), labels=labels), num_classes=N, seed=seed)
 
 
 def flat_images() -> torch.Tensor:
@@ -145,3 +146,110 @@ def test_soft_augmentation_confidence_follows_visible_fraction() -> None:
     # strength 0, or no visible fraction given: only smoothing applies
     plain = soft_targets(torch.zeros(4, dtype=torch.long), 10, labels_cfg=Labels(), visible=visible)
     assert torch.equal(plain, torch.eye(10)[[0, 0, 0, 0]])
+
+
+# --------------------------------------------------------------------------- against hand-worked values
+def _reference_box(lam: float, u_y: float, u_x: float, height: int, width: int) -> list[int]:
+    """The CutMix paper's rand_bbox (Yun et al., 2019), with the centre given as uniform draws."""
+    cut = (1.0 - lam) ** 0.5
+    cut_h, cut_w = int(height * cut), int(width * cut)
+    cy, cx = int(u_y * height), int(u_x * width)
+    clip = lambda v, top: min(max(v, 0), top)  # noqa: E731
+    return [clip(cy - cut_h // 2, height), clip(cx - cut_w // 2, width),
+            clip(cy + cut_h // 2, height), clip(cx + cut_w // 2, width)]
+
+
+@pytest.mark.parametrize(("lam", "u_y", "u_x", "height", "width"), [
+    (0.75, 0.5, 0.5, 32, 32), (0.5, 0.0, 0.99, 32, 32), (0.1, 0.9, 0.1, 16, 48), (0.99, 0.3, 0.7, 48, 16),
+    (0.0, 0.5, 0.5, 20, 30), (1.0, 0.2, 0.2, 32, 32)])
+def test_cutmix_boxes_are_the_papers(lam: float, u_y: float, u_x: float, height: int, width: int) -> None:
+    box = _cutmix_boxes(torch.tensor([lam]), torch.tensor([[u_y, u_x]]), height, width)
+    assert box[0].tolist() == _reference_box(lam, u_y, u_x, height, width)
+
+
+def test_mix_pastes_exactly_the_box_and_leaves_unmixed_images_alone() -> None:
+    images = flat_images()[:4]
+    mixer = BatchMixer(Policy(name="m", mixing=Mixing(cutmix_alpha=1.0, probability=1.0)), num_classes=N)
+    boxes = torch.tensor([[2, 3, 10, 7], [0, 0, 32, 32], [5, 5, 6, 6], [2, 3, 10, 7]])
+    out, targets = mixer._mix(images, torch.eye(N)[:4], mixed=torch.tensor([True, True, True, False]),
+                              use_cutmix=torch.tensor([True, False, True, True]), lam_mixup=torch.full((4,), 0.25),
+                              boxes=boxes, partner=torch.tensor([1, 2, 3, 0]))
+    expected0 = images[0].clone()
+    expected0[:, 2:10, 3:7] = images[1, :, 2:10, 3:7]  # rows 2..9, columns 3..6: 8 x 4 = 32 pixels
+    assert torch.equal(out[0], expected0) and targets[0, 0] == 1 - 32 / 1024 and targets[0, 1] == 32 / 1024
+    blend = (images[1].float() * 0.25 + images[2].float() * 0.75).round().to(torch.uint8)
+    assert torch.equal(out[1], blend) and targets[1, 1] == 0.25 and targets[1, 2] == 0.75  # Mixup
+    assert (out[2] != images[2]).sum() == 3 and targets[2, 2] == 1 - 1 / 1024  # one pixel, 3 channels
+    assert torch.equal(out[3], images[3]) and torch.equal(targets[3], torch.eye(N)[3])  # not mixed
+
+
+def test_cutmix_area_and_mixup_lambda_follow_their_beta() -> None:
+    cut = BatchMixer(Policy(name="m", mixing=Mixing(cutmix_alpha=1.0, probability=1.0)), num_classes=4, seed=0)
+    draws = cut._draw(4000, 16, 48)
+    boxes = draws["boxes"]
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).float() / (16 * 48)
+    assert 0.25 < area.mean() < 0.35  # E[1 - λ] = 0.5 for Beta(1, 1), less the parts clipped off (measured 0.295)
+    assert draws["use_cutmix"].all()  # CutMix alone: every mixed image by CutMix
+    mix = BatchMixer(Policy(name="m", mixing=Mixing(mixup_alpha=0.4, probability=1.0)), num_classes=4, seed=0)
+    lam = mix._draw(4000, 16, 16)["lam_mixup"]
+    middle = ((lam > 0.25) & (lam < 0.75)).float().mean()
+    assert abs(lam.mean() - 0.5) < 0.03 and 0.24 < middle < 0.33  # Beta(0.4, 0.4): symmetric, U-shaped (0.286)
+    assert not mix._draw(4000, 16, 16)["use_cutmix"].any()
+
+
+def test_two_images_mix_and_seeded_draws_repeat_at_probability_one_half() -> None:
+    policy = Policy(name="m", mixing=Mixing(mixup_alpha=1.0, probability=0.5))
+    images, labels = digits()[:2], torch.tensor([0, 1])
+    assert any(not torch.equal(BatchMixer(policy, num_classes=N, seed=s)(images, labels)[0], images) for s in range(8))
+    first = BatchMixer(policy, num_classes=N, seed=5)(digits(), torch.arange(N))
+    again = BatchMixer(policy, num_classes=N, seed=5)(digits(), torch.arange(N))
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert 0.3 < (first[1].diagonal() < 1).float().mean() < 0.7
+
+
+def test_visible_fractions_and_integer_labels_reach_the_soft_targets() -> None:
+    soft = Policy(name="soft", labels=Labels(soft_target_strength=1.0))
+    mixer = BatchMixer(soft, num_classes=4, seed=0)
+    visible = torch.tensor([1.0, 0.5, 0.25])
+    expected = torch.tensor([1.0, 0.75 + 0.25 / 4, 0.4375 + 0.5625 / 4])  # 1 - (1 - visible) ** 2, rest spread
+    for dtype in (torch.uint8, torch.int16, torch.int32, torch.int64):
+        _, targets = mixer(torch.zeros(3, 3, 8, 8), torch.tensor([0, 1, 3], dtype=dtype), visible=visible)
+        assert torch.allclose(targets[[0, 1, 2], [0, 1, 3]], expected)
+    _, plain = mixer(torch.zeros(3, 3, 8, 8), torch.tensor([0, 1, 3]))
+    assert torch.equal(plain, torch.eye(4)[[0, 1, 3]])  # no visible fraction: nothing to soften by
+    override = BatchMixer(soft, num_classes=4, labels=Labels(label_smoothing=0.2))
+    assert torch.allclose(override(torch.zeros(1, 3, 8, 8), torch.tensor([2]), visible=visible[2:])[1],
+                          torch.tensor([[0.05, 0.05, 0.85, 0.05]]))  # the given labels replace the policy's
+    for bad in (torch.tensor([True, False]), torch.tensor([0.0, 1.0])):
+        with pytest.raises(ValueError, match=f"integer class indices .*, got {bad.dtype}"):
+            soft_targets(bad, 4)
+
+
+def test_soft_targets_clamp_visible_fractions_and_need_none_without_strength() -> None:
+    strong = Labels(soft_target_strength=0.5, soft_target_power=1.0)
+    odd = soft_targets(torch.tensor([0, 0]), 2, labels_cfg=strong, visible=torch.tensor([1.5, -0.5]))
+    assert torch.allclose(odd[:, 0], torch.tensor([1.0, 0.75]))  # as visible 1 and 0
+    assert torch.allclose(soft_targets(torch.tensor([1]), 2, labels_cfg=strong), torch.tensor([[0.0, 1.0]]))
+
+
+def test_soft_cross_entropy_is_the_hand_worked_value() -> None:
+    logits = torch.tensor([[0.0, math.log(3.0)], [2.0, 2.0]])
+    targets = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+    # row 1: p = (1/4, 3/4) -> 0.5 * (log 4 + log 4/3); row 2: p = (1/2, 1/2) -> log 2
+    expected = (0.5 * (math.log(4.0) + math.log(4.0 / 3.0)) + math.log(2.0)) / 2
+    assert soft_cross_entropy(logits, targets).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_cutmix_on_non_square_one_channel_batches_through_the_mixer() -> None:
+    """Height and width reach the box draws in the right order, and grey images are mixed too."""
+    mixer = BatchMixer(Policy(name="m", mixing=Mixing(cutmix_alpha=1.0, probability=1.0)), num_classes=N, seed=0)
+    images = flat_images()[:, :1, :16, :].repeat(1, 1, 1, 3)[..., :48].contiguous()  # [N, 1, 16, 48]
+    pasted = []
+    for _ in range(20):
+        out, targets = mixer(images, torch.arange(N))
+        own, partner = partners(targets)
+        mixed = partner != torch.arange(N)
+        kept = (out[:, 0] == images[:, 0]).flatten(1).float().mean(1)
+        assert torch.allclose(own[mixed], kept[mixed])
+        pasted.append(1 - own[mixed])
+    assert 0.25 < torch.cat(pasted).mean() < 0.35  # as the box draws for 16 x 48 (measured 0.295)

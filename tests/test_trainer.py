@@ -85,15 +85,15 @@ def load_policy_everything() -> Policy:
 
 def test_resolution_schedule_downscales_in_its_phase(digits, monkeypatch):
     sizes: list[tuple[int, float]] = []
-    import autoaug.trainer as trainer_module
-    original = trainer_module.low_resolution
+    import autoaug.regime as regime_module  # the trainer's batches go through autoaug.regime.Regime
+    original = regime_module.low_resolution
 
     def spy(resolution, progress, draw):
         size = original(resolution, progress, draw)
         sizes.append((size, progress))
         return size
 
-    monkeypatch.setattr(trainer_module, "low_resolution", spy)
+    monkeypatch.setattr(regime_module, "low_resolution", spy)
     policy = _policy(resolution={"phases": [
         {"start_fraction": 0.0, "end_fraction": 0.5, "probability": 1.0, "resolution": 16}]})
     assert train(policy, *digits, TrainConfig(epochs=2, **FAST)).status == "ok"
@@ -361,8 +361,8 @@ def _streams(**config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.
     run = Trainer(policy, *_tiny(), TrainConfig(model="proxy_tiny", device="cpu", **config))._run
     weights = torch.cat([p.detach().flatten() for p in run.model.parameters()])
     order = torch.randperm(len(run.images), generator=run.shuffle)
-    augmented, _ = run.augment.augment(run.images[:16], progress=0.0)
-    return weights, order, augmented, run.mixer._draw(16, 32, 32)["partner"]
+    augmented, _ = run.regime.augment.augment(run.images[:16], progress=0.0)
+    return weights, order, augmented, run.regime.mixer._draw(16, 32, 32)["partner"]
 
 
 def _same(a: tuple, b: tuple) -> list[bool]:
@@ -415,12 +415,12 @@ def test_results_and_devices():
 def test_trainer_label_smoothing_fills_in_where_the_policy_sets_none():
     data = _tiny()
     config = TrainConfig(model="proxy_tiny", device="cpu", label_smoothing=0.1)
-    assert Trainer(_policy(), *data, config)._run.labels_cfg == Labels(label_smoothing=0.1)
+    assert Trainer(_policy(), *data, config)._run.regime.mixer.labels_cfg == Labels(label_smoothing=0.1)
     soft = _policy(labels={"soft_target_strength": 0.5})
-    assert Trainer(soft, *data, config)._run.labels_cfg == Labels(label_smoothing=0.1, soft_target_strength=0.5)
+    assert Trainer(soft, *data, config)._run.regime.mixer.labels_cfg == Labels(label_smoothing=0.1, soft_target_strength=0.5)
     own = _policy(labels={"label_smoothing": 0.2})
-    assert Trainer(own, *data, config)._run.labels_cfg == Labels(label_smoothing=0.2)
-    assert Trainer(_policy(), *data, TrainConfig(model="proxy_tiny", device="cpu"))._run.labels_cfg is None
+    assert Trainer(own, *data, config)._run.regime.mixer.labels_cfg == Labels(label_smoothing=0.2)
+    assert Trainer(_policy(), *data, TrainConfig(model="proxy_tiny", device="cpu"))._run.regime.mixer.labels_cfg is None
 
 
 def test_trainer_checks_channels_and_policy_changes():
@@ -431,7 +431,7 @@ def test_trainer_checks_channels_and_policy_changes():
     trainer = Trainer(_policy(), train_set, val_set, TrainConfig(model="proxy_tiny", device="cpu"))
     new = _policy(**CROPFLIP)
     trainer.set_policy(new)
-    assert trainer.policy is new and trainer._run.augment.policy is new and trainer._run.labels_cfg is None
+    assert trainer.policy is new and trainer._run.regime.augment.policy is new and trainer._run.regime.mixer.labels_cfg is None
     with pytest.raises(AutoaugError, match="^the width_resolution section cannot change during a run$"):
         trainer.set_policy(_policy(width_resolution={"widths": [0.5, 1.0], "resolutions": [16]}))
 

@@ -41,7 +41,7 @@ def test_startup_imports_neither_torch_nor_ray(code: str) -> None:
 
 def test_a_command_that_trains_still_gets_torch() -> None:
     # the probe must be able to fail: using a policy on images, or an op's kernel, loads torch
-    code = "import autoaug\nautoaug.load_policy('cropflip').batch_transform(seed=0)\n" \
+    code = "import autoaug\nautoaug.BatchAugment(autoaug.load_policy('cropflip'), seed=0)\n" \
            "from autoaug.op_specs import OPS\nOPS['Rotate'].kernel"
     assert {"torch", "torchvision"} <= _imported_after(code)
 

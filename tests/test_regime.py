@@ -1,0 +1,161 @@
+"""The README's own training loop, run with a policy that has every section: each section must act."""
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.io import decode_jpeg
+
+import autoaug
+import autoaug.regime as regime_module
+from autoaug.models import build_model
+from autoaug.policy import policy_from_dict
+
+README = Path(__file__).parent.parent / "README.md"
+SMOOTHING, STRENGTH, CLASSES = 0.1, 0.8, 10
+EVERYTHING = policy_from_dict({
+    "schema_version": 1, "name": "every-section",
+    "pre": [{"op": "HorizontalFlip", "probability": 1.0}],
+    "augment": {"kind": "schedule", "phases": [
+        {"start_fraction": 0.0, "end_fraction": 0.5, "augment": {"kind": "none"}},
+        {"start_fraction": 0.5, "end_fraction": 1.0,
+         "augment": {"kind": "subpolicies", "subpolicies": [[{"op": "Invert", "probability": 1.0}]]}}]},
+    "post": [{"op": "Cutout", "probability": 1.0, "magnitude": 0.25}],
+    "mixing": {"cutmix_alpha": 1.0, "probability": 0.5},
+    "labels": {"label_smoothing": SMOOTHING, "soft_target_strength": STRENGTH, "soft_target_power": 1.0},
+    "resolution": {"phases": [{"start_fraction": 0.25, "end_fraction": 0.5, "probability": 1.0, "resolution": 16}]},
+    "width_resolution": {"widths": [0.5, 1.0], "resolutions": [16, 24], "num_random_subnets": 1},
+})
+
+
+def readme_loop() -> str:
+    """The README's python block that builds a ``Regime``."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    return next(block for block in blocks if "autoaug.Regime(" in block)
+
+
+def photos(count: int, cifar10_mini: Path) -> torch.Tensor:
+    """Real CIFAR-10 photos with no pure-black or pure-white pixel: every black pixel of an output (inverted
+    or not) is Cutout's."""
+    pack = np.load(cifar10_mini)
+    blob, offsets = pack["train_jpeg"], pack["train_offsets"]
+    images = (decode_jpeg(torch.from_numpy(blob[offsets[i]:offsets[i + 1]].copy())) for i in range(len(offsets) - 1))
+    return torch.stack(list(itertools.islice((image for image in images if (image.amax(0) > 0).all() and (image.amin(0) < 255).all()), count)))
+
+
+class Recorder(torch.nn.Module):
+    """A slimmable model that notes the width and input size of every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = build_model("proxy_tiny", num_classes=CLASSES, in_channels=3, image_size=32, slimmable=True)
+        self.width_multipliers, self.width, self.seen = self.net.width_multipliers, 1.0, []
+
+    def set_width(self, width: float) -> None:
+        self.width = width
+        self.net.set_width(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((self.width, x.shape[-1]))
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def loop(cifar10_mini: Path) -> dict:
+    """Run the README block (4 batches of 10 photos, 2 epochs) and record every step of the regime.
+
+    Each batch holds one image of each class, so a target with one class is an image left unmixed."""
+    images = photos(40, cifar10_mini)
+    labels = torch.arange(40, dtype=torch.int32) % CLASSES  # int32: any integer dtype is accepted
+    steps: list[tuple[float, torch.Tensor, torch.Tensor, autoaug.RegimeBatch]] = []
+    original = regime_module.Regime.__call__
+
+    def recording(self, images, labels, *, progress):
+        batch = original(self, images, labels, progress=progress)
+        steps.append((progress, images, labels, batch))
+        return batch
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(regime_module.Regime, "__call__", recording)
+        patch.setattr(autoaug, "load_policy", lambda path: EVERYTHING)
+        model = Recorder()
+        names = {"epochs": 2, "device": "cpu", "model": model,
+                 "loader": [(images[k:k + 10], labels[k:k + 10]) for k in range(0, 40, 10)],
+                 "optimizer": torch.optim.SGD(model.parameters(), lr=0.01)}
+        before = [p.detach().clone() for p in model.parameters()]
+        exec(compile(readme_loop(), str(README), "exec"), names)
+    names.update(steps=steps, before=before)
+    return names
+
+
+def test_the_loop_steps_through_training_in_order(loop: dict) -> None:
+    assert [progress for progress, *_ in loop["steps"]] == [k / 8 for k in range(8)]
+    changed = [not torch.equal(a, b) for a, b in zip(loop["before"], loop["model"].parameters())]
+    assert any(changed)  # backward and the optimiser step ran
+
+
+def _expected(images: torch.Tensor, progress: float) -> torch.Tensor:
+    flipped = images.flip(-1)  # pre: always flip; augment: the schedule inverts from half-way
+    return 255 - flipped if progress >= 0.5 else flipped
+
+
+def _unmixed(targets: torch.Tensor) -> torch.Tensor:
+    floor = targets.amin(1, keepdim=True)
+    return (targets > floor + 1e-6).sum(1) == 1
+
+
+def test_image_sections_and_the_schedule_act(loop: dict) -> None:
+    for progress, images, _, batch in loop["steps"]:
+        if batch.resolution is not None:
+            continue
+        rows = _unmixed(batch.targets)
+        pixels = (batch.images[rows] * 255).round().to(torch.uint8)
+        expected = _expected(images[rows], progress)
+        cut = (pixels == 0).all(1)  # Cutout's box (the photos have no black pixel of their own)
+        assert torch.equal(torch.where(cut[:, None], 0, expected), pixels), progress
+        assert (cut.flatten(1).sum(1) > 0).all()  # post: Cutout in every image
+    phases = {progress >= 0.5 for progress, *_ in loop["steps"]}
+    assert phases == {False, True}
+
+
+def test_soft_targets_follow_label_smoothing_and_the_visible_share(loop: dict) -> None:
+    checked = 0
+    for progress, images, labels, batch in loop["steps"]:
+        if batch.resolution is not None:
+            continue
+        rows = _unmixed(batch.targets)
+        visible = 1 - (batch.images[rows] == 0).all(1).flatten(1).float().mean(1)
+        confidence = (1 - STRENGTH * (1 - visible)) * (1 - SMOOTHING)
+        true = batch.targets[rows].gather(1, labels[rows].long()[:, None])[:, 0]
+        assert torch.allclose(true, confidence + (1 - confidence) / CLASSES, atol=1e-5)
+        assert torch.allclose(batch.targets.sum(1), torch.ones(len(batch.targets)), atol=1e-5)
+        checked += int(rows.sum())
+    assert checked > 15
+
+
+def test_mixing_acts_on_about_half_the_images(loop: dict) -> None:
+    targets = torch.cat([batch.targets for *_, batch in loop["steps"]])
+    mixed = ~_unmixed(targets)
+    assert 0.3 < mixed.float().mean() < 0.7  # probability 0.5 (CutMix pairs an image with itself now and then)
+    assert ((targets[mixed] > targets[mixed].amin(1, keepdim=True) + 1e-6).sum(1) == 2).all()
+
+
+def test_resolution_phase_and_sandwich_act(loop: dict) -> None:
+    for progress, _, _, batch in loop["steps"]:
+        low = 0.25 <= progress < 0.5
+        assert batch.resolution == (16 if low else None)
+        assert batch.images.shape[-1] == (16 if low else 32)
+    # a step: the widest net on the batch, then the narrowest and one random width at random resolutions
+    seen, sizes = loop["model"].seen, [batch.images.shape[-1] for *_, batch in loop["steps"]]
+    assert len(seen) == 8 * 3 and seen[::3] == [(1.0, size) for size in sizes]
+    assert {width for width, _ in seen[1::3]} == {0.5} and {size for _, size in seen[1::3]} == {16, 24}
+
+
+def test_regime_refuses_progress_outside_training() -> None:
+    regime = autoaug.Regime(EVERYTHING, num_classes=CLASSES, seed=0)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]; got 1.5"):
+        regime(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1]), progress=1.5)
