@@ -13,7 +13,7 @@ from torchvision.transforms.v2 import functional as F
 
 from autoaug.errors import Registry, UnknownNameError
 from autoaug.grid import digits_images
-from autoaug.ops import OPS, RANGE_SETS, crop_offset, crop_padding, cutout_boxes, erasing_boxes, op_names, register
+from autoaug.ops import AUX_DRAWS, OPS, RANGE_SETS, crop_offset, crop_padding, cutout_boxes, erasing_boxes, op_names, register
 
 NEAREST = InterpolationMode.NEAREST
 # Share of pixels allowed to differ by one grey level.  Measured over 40 seeds x 4 image sets x 24 images
@@ -103,7 +103,7 @@ def compare(name: str, images: torch.Tensor, seed: int) -> tuple[torch.Tensor, t
     gen = torch.Generator().manual_seed(seed)
     height, width = images.shape[-2:]
     values = native_values(name, len(images), gen, height, width)
-    aux = torch.rand(len(images), 4, generator=gen)
+    aux = torch.rand(len(images), AUX_DRAWS, generator=gen)
     before = images.clone()
     ours = OPS[name].kernel(images, values, aux)
     assert torch.equal(images, before), "kernels are pure: the input batch must not change"
@@ -142,7 +142,7 @@ def test_op_matches_torchvision_at_bin_values(name: str, height: int, width: int
     images = torch.cat([ramp(height, width), photos(height, width)])
     images = images[torch.arange(len(values)) % len(images)]
     values = torch.tensor(values, dtype=torch.float32)
-    aux = torch.rand(len(values), 4, generator=torch.Generator().manual_seed(0))
+    aux = torch.rand(len(values), AUX_DRAWS, generator=torch.Generator().manual_seed(0))
     ours = spec.kernel(images, values, aux)
     expected = torch.stack([reference(name, images[i], float(values[i]), aux[i]) for i in range(len(values))])
     assert torch.equal(ours, expected)
@@ -152,7 +152,7 @@ def test_colour_ops_agree_on_every_rgb_colour() -> None:
     """All 2**24 colours in one 4096x4096 image: luma as separate products floored 21 colours differently."""
     code = torch.arange(2**24, dtype=torch.int32)
     image = torch.stack([(code >> 16) & 255, (code >> 8) & 255, code & 255]).to(torch.uint8).view(1, 3, 4096, 4096)
-    ours = OPS["Color"].kernel(image, torch.tensor([-1.0]), torch.zeros(1, 4))  # saturation 0: the luma itself
+    ours = OPS["Color"].kernel(image, torch.tensor([-1.0]), torch.zeros(1, AUX_DRAWS))  # saturation 0: the luma itself
     assert torch.equal(ours[0], F.adjust_saturation(image[0], 0.0))
 
 
@@ -162,7 +162,7 @@ def test_op_changes_real_images_at_full_strength(name: str) -> None:
     images = photos(32, 32, n=4)
     spec = OPS[name]
     value = torch.full((4,), spec.standard.high * spec.standard.scale(32, 32))
-    aux = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.1, 0.9, 0.3, 0.7], [0.9, 0.1, 0.2, 0.2], [0.3, 0.3, 0.9, 0.9]])
+    aux = torch.tensor([[0.5, 0.5], [0.1, 0.9], [0.9, 0.1], [0.3, 0.7]]).repeat(1, AUX_DRAWS // 2)
     out = spec.kernel(images, value, aux)
     changed = (out != images).flatten(1).any(1)
     # RandomCrop draws a zero offset for some aux; every other op changes every one of these photos
@@ -172,7 +172,7 @@ def test_op_changes_real_images_at_full_strength(name: str) -> None:
 def test_every_image_gets_its_own_value() -> None:
     image = photos(32, 32, n=1)
     out = OPS["Rotate"].kernel(image.expand(4, -1, -1, -1), torch.tensor([0.0, 10.0, -10.0, 30.0]),
-                               torch.zeros(4, 4))
+                               torch.zeros(4, AUX_DRAWS))
     assert torch.equal(out[0], image[0])
     for i, degrees in enumerate([10.0, -10.0, 30.0], start=1):
         assert torch.equal(out[i], F.rotate(image[0], degrees, interpolation=NEAREST))
@@ -181,8 +181,8 @@ def test_every_image_gets_its_own_value() -> None:
 def test_negative_values_act_the_other_way() -> None:
     """A negative TranslateX moves the image left by the same pixels; ops with no direction have no sign."""
     images = photos(32, 32, n=2)
-    right = OPS["TranslateX"].kernel(images, torch.tensor([5.0, 5.0]), torch.zeros(2, 4))
-    left = OPS["TranslateX"].kernel(images, torch.tensor([-5.0, -5.0]), torch.zeros(2, 4))
+    right = OPS["TranslateX"].kernel(images, torch.tensor([5.0, 5.0]), torch.zeros(2, AUX_DRAWS))
+    left = OPS["TranslateX"].kernel(images, torch.tensor([-5.0, -5.0]), torch.zeros(2, AUX_DRAWS))
     assert torch.equal(right[..., 5:], images[..., :-5]) and (right[..., :5] == 0).all()
     assert torch.equal(left[..., :-5], images[..., 5:]) and (left[..., -5:] == 0).all()
     assert not any(OPS[n].signed for n in ("Posterize", "Solarize", "AutoContrast", "Equalize", "Invert",
