@@ -261,14 +261,13 @@ def _format_error(error: ValidationError) -> str:
     loc = [part for i, part in enumerate(loc) if not (i and loc[i - 1] == "augment" and part in _AUGMENT_KINDS)]
     where = ".".join(str(part) for part in loc) or "policy"
     message = first["msg"].removeprefix("Value error, ")
-    if first["type"] in _SHOW_INPUT or "expected" in first.get("ctx", {}):
+    # the offending value helps for a wrong type, a non-finite number or a wrong literal
+    if first["type"].endswith("_type") or first["type"] in _SHOW_INPUT or "expected" in first.get("ctx", {}):
         message = f"{message} (got {_short(first['input'])})"
     return f"{where}: {message}"
 
 
-# error types where the offending value helps: a wrong type, a non-finite number, a wrong literal
-_SHOW_INPUT = {"literal_error", "finite_number", "float_type", "int_type", "string_type", "bool_type",
-               "list_type", "dict_type", "model_type", "int_from_float", "float_parsing", "int_parsing"}
+_SHOW_INPUT = ("literal_error", "finite_number")
 
 
 def _short(value: object) -> str:

@@ -5,6 +5,7 @@ All randomness of an augmentation is drawn here, from one explicit ``torch.Gener
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ class _RangeTable:
             return value
         index = magnitude * (self.bins - 1)
         on_bin = (index - index.round()).abs() <= _ON_BIN
-        entry = self.table[chosen, index.round().long().clamp(0, self.bins - 1)]
+        entry = self.table[chosen, index.round().long()]  # magnitudes lie in [0, 1]: a valid bin
         return torch.where(on_bin, entry, value)
 
 
@@ -229,6 +230,5 @@ def visible_fraction(plan: Plan) -> torch.Tensor:
         moves = torch.isin(slot.op.cpu(), occluding)
         if moves.any():
             op = torch.where(moves, slot.op.cpu(), IDENTITY)
-            mask = apply_slot(mask, Slot(op, slot.value.cpu(), slot.aux.cpu(), slot.chosen, slot.applied,
-                                         slot.negative, slot.magnitude))
+            mask = apply_slot(mask, dataclasses.replace(slot, op=op, value=slot.value.cpu(), aux=slot.aux.cpu()))
     return mask.flatten(1).sum(1).to(torch.float32) / (plan.height * plan.width)

@@ -316,6 +316,10 @@ def test_fuzzed_bad_numbers_exit_2_naming_the_field(tmp_path_factory: pytest.Tem
     (("provenance", "validation_score"), float("-inf"), "Input should be a finite number (got -inf)"),
     (("resolution", "phases", 0, "resolution"), 24.0, "Input should be a valid integer (got 24.0)"),
     (("width_resolution", "num_random_subnets"), False, "Input should be a valid integer (got False)"),
+    (("augment", "ranges"), "huge", "Input should be 'standard' or 'wide' (got 'huge')"),
+    (("mixing",), 0.5, "Input should be a valid dictionary or instance of Mixing (got 0.5)"),
+    (("provenance", "versions"), [1] * 40, "Input should be a valid dictionary (got [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, "
+                                           "1, 1, 1, 1, 1, 1, 1, 1, 1,...)"),
 ])
 def test_strict_numbers_in_files(tmp_path: Path, field: tuple, value: Any, message: str) -> None:
     path = tmp_path / "p.json"
