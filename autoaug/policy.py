@@ -262,7 +262,7 @@ def _format_error(error: ValidationError) -> str:
     where = ".".join(str(part) for part in loc) or "policy"
     message = first["msg"].removeprefix("Value error, ")
     # the offending value helps for a wrong type, a non-finite number or a wrong literal
-    if first["type"].endswith("_type") or first["type"] in _SHOW_INPUT or "expected" in first.get("ctx", {}):
+    if first["type"].endswith("_type") or first["type"] in _SHOW_INPUT:
         message = f"{message} (got {_short(first['input'])})"
     return f"{where}: {message}"
 

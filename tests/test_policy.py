@@ -198,6 +198,32 @@ def test_malformed_policies_give_one_line_errors(data: object, message: str) -> 
     assert "\n" not in text
 
 
+def test_messages_show_the_value_only_where_it_helps() -> None:
+    with pytest.raises(AutoaugError) as error:
+        policy_from_dict({"schema_version": 1, "description": "d"}, origin="p.json")
+    assert str(error.value) == "p.json: name: Field required"  # no "(got {...})": the whole policy is no help
+    with pytest.raises(AutoaugError) as error:
+        policy_from_dict({**BASE, "augment": {"kind": "trivialaugment", "magnitude_bins": 1}}, origin="p.json")
+    assert str(error.value) == "p.json: augment.magnitude_bins: Input should be greater than or equal to 2"
+
+
+def test_search_points_validate_laxly_and_files_strictly() -> None:
+    """Search algorithms hand NumPy numbers to the decoder: accepted there, and still refused in files."""
+    import numpy as np
+    data = {**BASE, "augment": {"kind": "randaugment", "num_ops": np.int64(3), "magnitude": np.float32(0.5)}}
+    section = policy_from_dict(data).augment
+    assert (section.num_ops, section.magnitude) == (3, 0.5) and type(section.num_ops) is int
+    with pytest.raises(AutoaugError, match="augment.num_ops: Input should be a valid integer"):
+        policy_from_dict(data, strict=True)
+
+
+def test_a_folder_is_not_a_policy(tmp_path: Path) -> None:
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(AutoaugError) as error:
+        load_policy(tmp_path / "dir.json")
+    assert str(error.value) == f"{tmp_path / 'dir.json'}: cannot read: Is a directory"
+
+
 def test_bad_json_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "p.json").write_text('{"schema_version": 1,\n "name": }')
     with pytest.raises(AutoaugError) as error:
@@ -238,6 +264,7 @@ def test_save_round_trips_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     policy = load_policy(GOLDEN / "policy_v1.json")
     path = policy.save(tmp_path / "out" / "p.json")
     assert path == tmp_path / "out" / "p.json" and load_policy(path) == policy
+    assert load_policy(policy.save(tmp_path / "a" / "b" / "p.json")) == policy  # missing parents are made
     load_policy("cropflip").save(path)  # overwriting an existing file
     assert load_policy(path).name == "cropflip"
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["p.json"]
