@@ -48,6 +48,12 @@ class OpSpec:
     def native_range(self, range_set: str) -> NativeRange:
         return self.standard if range_set == "standard" else self.wide
 
+    def bin_values(self, range_set: str, bins: int, height: int, width: int) -> torch.Tensor:
+        """float32 ``[bins]``: the native value at magnitude ``k / (bins - 1)``, bit for bit torchvision's."""
+        from autoaug.ops import bin_values
+
+        return bin_values(self, range_set, bins, height, width)
+
     @property
     def kernel(self) -> Kernel:
         from autoaug.ops import KERNELS  # torch loads here, when an op is first applied

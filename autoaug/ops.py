@@ -2,8 +2,8 @@
 
 Every kernel is a pure function ``kernel(images, value, aux) -> images`` where ``images`` is a uint8
 batch ``[B, C, H, W]``, ``value`` is a float tensor ``[B]`` holding each image's own native (signed)
-parameter in the unit the op documents, and ``aux`` is ``[B, 4]`` of uniform draws in [0, 1) for ops
-that also need a position.  Nothing here draws random numbers: sampling lives in ``autoaug.sampling``,
+parameter in the unit the op documents, and ``aux`` is ``[B, AUX_DRAWS]`` of uniform draws in [0, 1) for
+ops that also need a position or a size.  Nothing here draws random numbers: sampling lives in ``autoaug.sampling``,
 so an augmentation can be replayed with the same parameters.
 
 Kernels reproduce ``torchvision.transforms.v2.functional`` on uint8 images (see tests/test_ops.py).
@@ -21,8 +21,32 @@ from autoaug.errors import Registry
 from autoaug.op_specs import OPS, RANGE_SETS, NativeRange, OpSpec, op_names  # noqa: F401  (re-exported)
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+ERASING_ATTEMPTS = 10  # torchvision's RandomErasing tries 10 boxes, then leaves the image as it is
+AUX_DRAWS = 2 * ERASING_ATTEMPTS + 2  # (area, aspect) per attempt, then (top, left) of the kept box
 # one kernel per name of the op table (autoaug.op_specs: names, ranges, signs), which needs no torch
 KERNELS: Registry = Registry("op")
+Table = Callable[[NativeRange, int, float], torch.Tensor]
+
+
+def linspace_table(native: NativeRange, bins: int, scale: float) -> torch.Tensor:
+    """The native value of each of ``bins`` magnitude bins, exactly as torchvision's float32 tables."""
+    return torch.linspace(native.low * scale, native.high * scale, bins)
+
+
+def _posterize_table(native: NativeRange, bins: int, scale: float) -> torch.Tensor:
+    """Bits removed per bin: 8 minus torchvision's rounded table of bits kept (its ranges start at 0)."""
+    kept = (8 - (torch.arange(bins) / ((bins - 1) / native.high))).round()
+    return 8.0 - kept
+
+
+# ops whose bins torchvision does not take from a plain linspace table
+TABLES: dict[str, Table] = {"Posterize": _posterize_table}
+
+
+def bin_values(spec: OpSpec, range_set: str, bins: int, height: int, width: int) -> torch.Tensor:
+    """float32 ``[bins]``: the native value at magnitude ``k / (bins - 1)``, bit for bit torchvision's."""
+    native = spec.native_range(range_set)
+    return TABLES.get(spec.name, linspace_table)(native, bins, native.scale(height, width))
 
 
 def register(name: str) -> Callable[[Kernel], Kernel]:
@@ -255,7 +279,11 @@ def cutout(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torc
 
 @register("RandomErasing")
 def random_erasing(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-    """Zero a rectangle of area in [0.02, value] of the image and aspect ratio in [0.3, 3.3] (log-uniform)."""
+    """Zero a rectangle of area in [0.02, value] of the image, aspect ratio in [0.3, 3.3] (log-uniform).
+
+    As torchvision's ``RandomErasing``: a box that does not fit strictly inside the image is drawn
+    again, up to 10 times; after 10 misses the image is left as it is.
+    """
     return _erase(images, erasing_boxes(value, aux, images.shape[-2], images.shape[-1]))
 
 
@@ -270,12 +298,20 @@ def cutout_boxes(value: torch.Tensor, aux: torch.Tensor, height: int, width: int
 
 
 def erasing_boxes(value: torch.Tensor, aux: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    area = (0.02 + aux[:, 0] * (value - 0.02).clamp(min=0)) * height * width
-    ratio = torch.exp(math.log(0.3) + aux[:, 1] * (math.log(3.3) - math.log(0.3)))
-    box_h = torch.round(torch.sqrt(area * ratio)).long().clamp(1, height)
-    box_w = torch.round(torch.sqrt(area / ratio)).long().clamp(1, width)
-    top = torch.floor(aux[:, 2] * (height - box_h + 1)).long()
-    left = torch.floor(aux[:, 3] * (width - box_w + 1)).long()
+    """Boxes ``[B, 4]`` as torchvision's ``RandomErasing.make_params``; an image with no fitting box gets
+    an empty box (height and width 0) and stays as it is."""
+    draws = aux[:, : 2 * ERASING_ATTEMPTS].to(torch.float64).view(-1, ERASING_ATTEMPTS, 2)
+    low = 0.02
+    area = (low + draws[..., 0] * (value.to(torch.float64)[:, None] - low)) * (height * width)
+    ratio = torch.exp(math.log(0.3) + draws[..., 1] * (math.log(3.3) - math.log(0.3)))
+    box_h, box_w = torch.round(torch.sqrt(area * ratio)).long(), torch.round(torch.sqrt(area / ratio)).long()
+    fits = (box_h < height) & (box_w < width)
+    first = fits.long().argmax(dim=1, keepdim=True)  # the first attempt that fits
+    found = fits.any(dim=1)
+    box_h = torch.where(found, box_h.gather(1, first)[:, 0], 0)
+    box_w = torch.where(found, box_w.gather(1, first)[:, 0], 0)
+    top = torch.floor(aux[:, -2].to(torch.float64) * (height - box_h + 1)).long()
+    left = torch.floor(aux[:, -1].to(torch.float64) * (width - box_w + 1)).long()
     return torch.stack([top, left, box_h, box_w], dim=1)
 
 

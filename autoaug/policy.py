@@ -32,7 +32,8 @@ def _check_op(name: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are never a valid number in a policy (and are not JSON)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class OpCall(_Model):
@@ -205,7 +206,11 @@ class Policy(_Model):
         return self.model_dump(mode="json", exclude_none=True)
 
     def dumps(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        """Strict JSON: a NaN or an infinity (which validation refuses) is an error, never a bare ``NaN``."""
+        try:
+            return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        except ValueError as error:
+            raise AutoaugError(f"policy {self.name!r} cannot be written as JSON: {error}") from None
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a reader never sees a half-written file)."""
@@ -237,39 +242,63 @@ def _format_error(error: ValidationError) -> str:
     loc = [part for i, part in enumerate(loc) if not (i and loc[i - 1] == "augment" and part in _AUGMENT_KINDS)]
     where = ".".join(str(part) for part in loc) or "policy"
     message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "literal_error" or "expected" in first.get("ctx", {}):
-        message = f"{message} (got {first['input']!r})"
+    # the offending value helps for a wrong type, a non-finite number or a wrong literal
+    if first["type"].endswith("_type") or first["type"] in _SHOW_INPUT:
+        message = f"{message} (got {_short(first['input'])})"
     return f"{where}: {message}"
 
 
-def policy_from_dict(data: object, *, origin: str = "policy") -> Policy:
-    """Validate a parsed JSON object; the schema version is read first."""
+_SHOW_INPUT = ("literal_error", "finite_number")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def policy_from_dict(data: object, *, origin: str = "policy", strict: bool = False) -> Policy:
+    """Validate a parsed JSON object; the schema version is read first.
+
+    ``strict`` (as for files) refuses booleans and strings where numbers belong instead of converting them;
+    code that builds policies from search points (NumPy integers) validates laxly. NaN and infinities are
+    refused either way.
+    """
     if not isinstance(data, dict):
         raise AutoaugError(f"{origin}: expected a JSON object, got {type(data).__name__}")
     version = data.get("schema_version")
     if version is None:
         raise AutoaugError(f"{origin}: schema_version: missing (this autoaug reads version {SCHEMA_VERSION})")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise AutoaugError(f"{origin}: schema_version: expected a positive integer, got {version!r}")
+        raise AutoaugError(f"{origin}: schema_version: expected a positive integer, got {_short(version)}")
     if version > SCHEMA_VERSION:
         raise AutoaugError(f"{origin}: schema_version {version} is newer than this autoaug reads "
                            f"({SCHEMA_VERSION}); upgrade autoaug")
     try:
-        return Policy.model_validate(data)
+        return Policy.model_validate(data, strict=strict)
     except ValidationError as error:
         raise AutoaugError(f"{origin}: {_format_error(error)}") from None
+    except RecursionError:
+        raise AutoaugError(f"{origin}: nested too deeply to be a policy") from None
 
 
 def load_policy(path: str | Path) -> Policy:
-    """Load and validate ``policy.json``; a shipped policy may be named instead of a path."""
+    """Load and validate ``policy.json`` strictly; a shipped policy may be named instead of a path.
+
+    Every unreadable file (missing, binary, not JSON, nested too deeply, not a valid policy) is an
+    ``AutoaugError`` with one line that names the file and, where there is one, the field.
+    """
     from autoaug.resources import resolve_policy_path
     path = resolve_policy_path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise AutoaugError(f"{path}: cannot read: {error.strerror}") from None
+        raise AutoaugError(f"{path}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise AutoaugError(f"{path}: not a JSON text file (byte {error.start} is not UTF-8)") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text)  # NaN parses, and validation refuses it naming the field
     except json.JSONDecodeError as error:
         raise AutoaugError(f"{path}: not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
-    return policy_from_dict(data, origin=str(path))
+    except RecursionError:
+        raise AutoaugError(f"{path}: not a policy: JSON nested too deeply") from None
+    return policy_from_dict(data, origin=str(path), strict=True)

@@ -42,3 +42,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def fresh_range_tables() -> None:
+    """Each test builds the sampler's cached magnitude tables anew, so that a test never relies on tables
+    another test built (and mutation testing, which forks after a clean run, sees its mutant act)."""
+    from autoaug.sampling import range_table
+    range_table.cache_clear()

@@ -16,7 +16,7 @@ from autoaug.augment import BatchAugment, PolicyTransform
 from autoaug.errors import AutoaugError
 from autoaug.mixing import BatchMixer
 from autoaug.ops import op_names
-from autoaug.policy import Policy, load_policy, policy_from_dict
+from autoaug.policy import Policy, Provenance, load_policy, policy_from_dict
 from autoaug.resources import shipped_policies
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -198,6 +198,32 @@ def test_malformed_policies_give_one_line_errors(data: object, message: str) -> 
     assert "\n" not in text
 
 
+def test_messages_show_the_value_only_where_it_helps() -> None:
+    with pytest.raises(AutoaugError) as error:
+        policy_from_dict({"schema_version": 1, "description": "d"}, origin="p.json")
+    assert str(error.value) == "p.json: name: Field required"  # no "(got {...})": the whole policy is no help
+    with pytest.raises(AutoaugError) as error:
+        policy_from_dict({**BASE, "augment": {"kind": "trivialaugment", "magnitude_bins": 1}}, origin="p.json")
+    assert str(error.value) == "p.json: augment.magnitude_bins: Input should be greater than or equal to 2"
+
+
+def test_search_points_validate_laxly_and_files_strictly() -> None:
+    """Search algorithms hand NumPy numbers to the decoder: accepted there, and still refused in files."""
+    import numpy as np
+    data = {**BASE, "augment": {"kind": "randaugment", "num_ops": np.int64(3), "magnitude": np.float32(0.5)}}
+    section = policy_from_dict(data).augment
+    assert (section.num_ops, section.magnitude) == (3, 0.5) and type(section.num_ops) is int
+    with pytest.raises(AutoaugError, match="augment.num_ops: Input should be a valid integer"):
+        policy_from_dict(data, strict=True)
+
+
+def test_a_folder_is_not_a_policy(tmp_path: Path) -> None:
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(AutoaugError) as error:
+        load_policy(tmp_path / "dir.json")
+    assert str(error.value) == f"{tmp_path / 'dir.json'}: cannot read: Is a directory"
+
+
 def test_bad_json_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "p.json").write_text('{"schema_version": 1,\n "name": }')
     with pytest.raises(AutoaugError) as error:
@@ -238,6 +264,7 @@ def test_save_round_trips_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     policy = load_policy(GOLDEN / "policy_v1.json")
     path = policy.save(tmp_path / "out" / "p.json")
     assert path == tmp_path / "out" / "p.json" and load_policy(path) == policy
+    assert load_policy(policy.save(tmp_path / "a" / "b" / "p.json")) == policy  # missing parents are made
     load_policy("cropflip").save(path)  # overwriting an existing file
     assert load_policy(path).name == "cropflip"
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["p.json"]
@@ -260,3 +287,102 @@ def test_save_is_atomic_when_interrupted(tmp_path: Path, monkeypatch: pytest.Mon
         load_policy(GOLDEN / "policy_v1.json").save(path)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["p.json"]
+
+
+# --------------------------------------------------------------------------- strict schema, unreadable files
+def _numeric_leaves(data: Any, path: tuple = ()) -> list[tuple]:
+    """Paths of every number in a parsed policy (booleans are not numbers)."""
+    if isinstance(data, dict):
+        return [leaf for key, value in data.items() for leaf in _numeric_leaves(value, (*path, key))]
+    if isinstance(data, list):
+        return [leaf for i, value in enumerate(data) for leaf in _numeric_leaves(value, (*path, i))]
+    return [path] if isinstance(data, (int, float)) and not isinstance(data, bool) else []
+
+
+def _replaced(data: Any, path: tuple, value: Any) -> Any:
+    if not path:
+        return value
+    copy = list(data) if isinstance(data, list) else dict(data)
+    copy[path[0]] = _replaced(data[path[0]], path[1:], value)
+    return copy
+
+
+def _cli_validate(path: Path, capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    from autoaug_cli import app as cli_app
+    with pytest.raises(SystemExit) as done:
+        cli_app.main(["validate", str(path)])
+    return done.value.code, capsys.readouterr().err
+
+
+GOLDEN_DATA = {name: json.loads((GOLDEN / name).read_text()) for name in ("policy_v1.json", "policy_v1_schedule.json")}
+LEAVES = [(name, leaf) for name, data in GOLDEN_DATA.items() for leaf in _numeric_leaves(data)
+          if leaf != ("schema_version",)]  # read before the schema, with its own message (tested above)
+NOT_NUMBERS = [True, False, "0.5", "1", float("nan"), float("inf"), float("-inf"), [0.5], {"value": 0.5}]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(LEAVES), st.sampled_from(NOT_NUMBERS))
+def test_fuzzed_bad_numbers_exit_2_naming_the_field(tmp_path_factory: pytest.TempPathFactory,
+                                                    capsys: pytest.CaptureFixture, leaf: tuple, bad: Any) -> None:
+    """Any number of a golden policy turned into a boolean, a string, NaN, an infinity or a container:
+    `autoaug validate` exits 2 with one line that names the file and the field (pydantic coerced many)."""
+    name, path = leaf
+    target = tmp_path_factory.mktemp("fuzz") / "bad.json"
+    target.write_text(json.dumps(_replaced(GOLDEN_DATA[name], path, bad)))  # NaN/Infinity as Python writes them
+    code, err = _cli_validate(target, capsys)
+    field = ".".join(str(part) for part in path)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith(f"error: {target}: {field}: "), (field, err)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    (("augment", "subpolicies", 0, 0, "magnitude"), True, "Input should be a valid number (got True)"),
+    (("augment", "subpolicies", 0, 0, "probability"), "0.5", "Input should be a valid number (got '0.5')"),
+    (("mixing", "mixup_alpha"), float("nan"), "Input should be a finite number (got nan)"),
+    (("labels", "soft_target_power"), float("inf"), "Input should be a finite number (got inf)"),
+    (("provenance", "validation_score"), float("-inf"), "Input should be a finite number (got -inf)"),
+    (("resolution", "phases", 0, "resolution"), 24.0, "Input should be a valid integer (got 24.0)"),
+    (("width_resolution", "num_random_subnets"), False, "Input should be a valid integer (got False)"),
+    (("augment", "ranges"), "huge", "Input should be 'standard' or 'wide' (got 'huge')"),
+    (("mixing",), 0.5, "Input should be a valid dictionary or instance of Mixing (got 0.5)"),
+    (("provenance", "versions"), [1] * 40, "Input should be a valid dictionary (got [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, "
+                                           "1, 1, 1, 1, 1, 1, 1, 1, 1,...)"),
+])
+def test_strict_numbers_in_files(tmp_path: Path, field: tuple, value: Any, message: str) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(_replaced(GOLDEN_DATA["policy_v1.json"], field, value)))
+    with pytest.raises(AutoaugError) as error:
+        load_policy(path)
+    assert str(error.value) == f"{path}: {'.'.join(map(str, field))}: {message}"
+
+
+def test_nan_never_reaches_a_file() -> None:
+    """A NaN that slips past validation (model_copy does not validate) is refused, not written as bare NaN."""
+    policy = load_policy("cropflip")
+    with pytest.raises(AutoaugError, match="cannot be written as JSON"):
+        score = Provenance.model_construct(source="s", validation_score=float("nan"))
+        policy.model_copy(update={"provenance": score}).dumps()
+    with pytest.raises(AutoaugError, match="mixing.probability: Input should be a finite number"):
+        policy_from_dict({**BASE, "mixing": {"probability": float("nan")}})
+
+
+@pytest.mark.parametrize("content, message", [
+    (bytes(range(256)), "not a JSON text file (byte 128 is not UTF-8)"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "not a JSON text file (byte 0 is not UTF-8)"),
+    (b"[" * 100_000 + b"]" * 100_000, "not a policy: JSON nested too deeply"),
+    (b'{"schema_version": 1, "name": "x", "provenance": {"source": "s", "versions": '
+     + b"[" * 5000 + b"]" * 5000 + b"}}", "not a policy: JSON nested too deeply"),
+    (b'{"schema_version": 1, "name": NaN}', "name: Input should be a valid string (got nan)"),
+    (b"", "not valid JSON: Expecting value at line 1 column 1"),
+])
+def test_unreadable_policy_files_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                      content: bytes, message: str) -> None:
+    from autoaug_cli import app as cli_app
+    path = tmp_path / "p.json"
+    path.write_bytes(content)
+    for argv in (["validate", str(path)], ["show", str(path)],
+                 ["apply", str(path), "-i", str(tmp_path), "-o", str(tmp_path / "out")]):
+        with pytest.raises(SystemExit) as done:
+            cli_app.main(argv)
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err == f"error: {path}: {message}\n", (argv, err)

@@ -56,14 +56,18 @@ def cutout_box(value: float, aux: torch.Tensor, height: int, width: int) -> tupl
 
 
 def erasing_box(value: float, aux: torch.Tensor, height: int, width: int) -> tuple[int, int, int, int]:
-    """v2.RandomErasing's area in [0.02, value] and log-uniform aspect in [0.3, 3.3]; clipped, not redrawn."""
-    area = (0.02 + aux[0] * (_f32(value) - 0.02).clamp(min=0)) * height * width
-    ratio = torch.exp(math.log(0.3) + aux[1] * (math.log(3.3) - math.log(0.3)))
-    box_h = int(torch.round(torch.sqrt(area * ratio)).clamp(1, height))
-    box_w = int(torch.round(torch.sqrt(area / ratio)).clamp(1, width))
-    top = int(torch.floor(aux[2] * (height - box_h + 1)))
-    left = int(torch.floor(aux[3] * (width - box_w + 1)))
-    return top, left, box_h, box_w
+    """v2.RandomErasing's box: area in [0.02, value], log-uniform aspect in [0.3, 3.3], drawn again (up to
+    10 tries) until it fits strictly inside the image; after 10 misses, an empty box (the image is kept)."""
+    draws = aux[:-2].to(torch.float64).view(-1, 2)  # (area, aspect) per attempt, then (top, left)
+    for area_draw, ratio_draw in draws:
+        area = (0.02 + area_draw * (float(_f32(value)) - 0.02)) * (height * width)
+        ratio = torch.exp(math.log(0.3) + ratio_draw * (math.log(3.3) - math.log(0.3)))
+        box_h, box_w = int(torch.round(torch.sqrt(area * ratio))), int(torch.round(torch.sqrt(area / ratio)))
+        if box_h < height and box_w < width:
+            top = int(torch.floor(aux[-2].to(torch.float64) * (height - box_h + 1)))
+            left = int(torch.floor(aux[-1].to(torch.float64) * (width - box_w + 1)))
+            return top, left, box_h, box_w
+    return 0, 0, 0, 0
 
 
 def _erase(image: Any, box: Callable[..., tuple[int, int, int, int]], value: float, aux: torch.Tensor) -> Any:
@@ -114,7 +118,7 @@ def draw_step(op: str, probability: float, magnitude: float, range_set: str, hei
     """Apply or not, the sign, and the position draws of one op; None when the op is not applied."""
     applied = bool(torch.rand(()) < probability)
     negative = bool(torch.rand(()) < 0.5) and RANGES[range_set][op][3]
-    aux = torch.rand(4)
+    aux = torch.rand(22)  # RandomErasing: (area, aspect) for 10 tries, then (top, left); others use the first 2
     if not applied:
         return None
     value = native_value(op, range_set, magnitude, height, width)
