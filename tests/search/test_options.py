@@ -128,7 +128,8 @@ def test_choosing_by_mean_of_retraining():
     assert chosen[0].score == pytest.approx(0.70) and chosen[1].score == pytest.approx(0.61)
     assert chosen[2].score == 0.7 and not chosen[2].retrained
     table = candidate_table(chosen)
-    assert table[0] == {"rank": 1, "trial_id": "e", "search_score": 0.8, "retrain_scores": [0.70, None],
+    assert table[0] == {"rank": 1, "trial_id": "e", "seed_policy": None, "search_score": 0.8,
+                        "retrain_scores": [0.70, None],
                         "score": pytest.approx(0.70)}
     assert math.isfinite(json.loads(json.dumps(table))[2]["score"])
 
