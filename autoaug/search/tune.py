@@ -38,7 +38,7 @@ from autoaug.search.compare import Comparison, contenders, final_ranking, rank_r
 from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, SearchOutcome, candidate_table,
                                     config_columns, now, policy_for, rank_candidates, trial_configs, update_run,
                                     write_rows, write_top)
-from autoaug.search.seeds import Seed, seeds_for
+from autoaug.search.seeds import Seed, same_point, seeds_for
 from autoaug.search.space import Domain, SearchSpace, load_space
 from autoaug.trainer import EpochMetrics, TrainConfig, Trainer, train
 
@@ -46,6 +46,7 @@ METRIC = "val_accuracy"
 _METRIC_COLUMNS = ("epoch", METRIC, "train_loss", "val_loss", "val_ece", "images_per_second", "epoch_seconds",
                    "node_id", "time_total_s", "reported_at")
 _FINISHED = (Trial.TERMINATED, Trial.ERROR)
+_REPROPOSALS = 20  # asks per trial before a repeated point is run anyway
 # The running search's progress hook.  Ray pickles callbacks into the experiment state (a live display
 # cannot be pickled), and a restored search gets its callbacks back from there, so the hook lives here.
 _LIVE: dict[str, Callable[[Progress], None] | None] = {"hook": None}
@@ -272,10 +273,27 @@ class _FullLengthNevergrad(NevergradSearch):
     def __init__(self, *args: Any, full_epochs: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.full_epochs = full_epochs
+        self.proposed: dict[str, dict] = {}
+        self.scored: list[tuple[dict, float]] = []  # full-length points and their scores
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """A point not scored before: a repeat (a mutation that changed nothing) is told its known score."""
+        config = super().suggest(trial_id)
+        for _ in range(_REPROPOSALS):
+            score = next((s for point, s in self.scored if same_point(point, config)), None)
+            if score is None:
+                break
+            self._nevergrad_opt.tell(self._live_trial_mapping[trial_id], self._metric_op * score)
+            config = super().suggest(trial_id)
+        self.proposed[trial_id] = config
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        config = self.proposed.pop(trial_id, None)
         if result and not error and result.get("epoch") == self.full_epochs:
             self._process_result(trial_id, result)
+            if config is not None:
+                self.scored.append((config, result[self._metric]))
         self._live_trial_mapping.pop(trial_id, None)
 
 

@@ -106,7 +106,7 @@ def test_nevergrad_is_told_only_full_length_results():
     assert optimizer.num_tell == 1
 
 
-def test_asha_judges_trials_no_earlier_than_half_way():
+def test_asha_grace_period_is_half_a_trial():
     assert [search_tune.grace_period(e) for e in (1, 2, 5, 15, 40)] == [1, 1, 3, 8, 20]
 
 
@@ -126,3 +126,24 @@ def test_resume_with_a_larger_budget_extends_a_finished_search(local_ray, tmp_pa
     assert all(after[key] == seconds for key, seconds in before.items())  # the first two were not re-run
     run = json.loads((out / "run.json").read_text())
     assert run["options"]["budget"] == "4" and run["state"] == "finished" and len(run["resumed"]) == 1
+
+
+def test_a_repeated_point_is_told_its_known_score_and_not_run_again(monkeypatch):
+    space = load_space("randaugment")
+    options = SearchOptions(**FAST, space="randaugment", epochs=5)
+    searcher = search_tune._nevergrad(space, options, search_tune.parse_budget("6"), 1, []).searcher
+    a = {"augment.num_ops": 2, "augment.magnitude": 0.5, "post.0.probability": 1.0, "post.0.magnitude": 0.5}
+    b = {**a, "augment.magnitude": 0.25}
+    queue = [a, dict(a), b]  # the optimizer proposes a twice (a mutation that changed nothing)
+
+    def propose(self, trial_id):
+        self._live_trial_mapping[trial_id] = f"candidate-{len(queue)}"
+        return queue.pop(0)
+
+    told = []
+    monkeypatch.setattr(search_tune.NevergradSearch, "suggest", propose)
+    monkeypatch.setattr(searcher._nevergrad_opt, "tell", lambda candidate, value: told.append((candidate, value)))
+    assert searcher.suggest("t1") == a
+    searcher.on_trial_complete("t1", {search_tune.METRIC: 0.7, "epoch": 5})
+    assert searcher.suggest("t2") == b
+    assert told == [("candidate-3", -0.7), ("candidate-2", -0.7)]
