@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UNPACK = next((path for path in (ROOT.parent / "shared" / "data" / "unpack_cifar10.py",
                                  ROOT / "shared" / "data" / "unpack_cifar10.py") if path.exists()),
               ROOT.parent / "shared" / "data" / "unpack_cifar10.py")
+AUTOAUG = [sys.executable, "-m", "autoaug_cli"]  # the `autoaug` command of this interpreter's install
 SHIPPED = ("cropflip", "trivialaugment-wide", "randaugment", "autoaugment-cifar10", "autoaugment-svhn",
            "autoaugment-imagenet")
 
@@ -79,12 +80,12 @@ def commands(preset: Preset, out: Path) -> list[list[str]]:
     data = data_file(preset)
     unpack = [sys.executable, str(UNPACK), "--format", "npz", "--out", str(data)]
     unpack += ["--limit", str(preset.limit)] if preset.limit else []
-    search = ["autoaug", "search", "--dataset", str(data), "--space", preset.space, "--model", preset.search_model,
+    search = [*AUTOAUG, "search", "--dataset", str(data), "--space", preset.space, "--model", preset.search_model,
               "--target-epochs", str(preset.target_epochs), "--budget", str(preset.budget),
               "--val-size", str(preset.val_size), "--top-k", str(preset.top_k), "--top-k-seeds",
               str(preset.top_k_seeds), "--device", preset.device, "--seed", "0", "--json",
               "--out", str(out / "search")]
-    evaluate = ["autoaug", "evaluate", str(out / "search" / "policy.json"), *SHIPPED, "--dataset", str(data),
+    evaluate = [*AUTOAUG, "evaluate", str(out / "search" / "policy.json"), *SHIPPED, "--dataset", str(data),
                 "--model", preset.eval_model, "--epochs", str(preset.eval_epochs), "--seeds", str(preset.seeds),
                 "--device", preset.device, "--out", str(out / "evaluate")]
     return [unpack, search, evaluate]
