@@ -1,13 +1,17 @@
 """Shipped policies as points of the shipped spaces: the search's warm start."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from autoaug.policy import Labels, Mixing, load_policy
 from autoaug.resources import shipped_policies, shipped_spaces
 from autoaug.search.seeds import (autoaugment_family, canonical, encode, same_point, seed_names, seed_of,
                                   seeds_for)
-from autoaug.search.space import load_space, space_from_dict
+from autoaug.search.space import load_space as _load_space, space_from_dict
+
+load_space = functools.lru_cache(maxsize=None)(_load_space)  # loading checks every parameter: once per space
 
 # what each shipped space can express, of the seeds a CIFAR-like dataset gets
 EXPRESSIBLE = {

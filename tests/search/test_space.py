@@ -1,6 +1,7 @@
 """Search spaces: every shipped file validates and every point of every space decodes to a policy."""
 from __future__ import annotations
 
+import functools
 import json
 import random
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from autoaug.errors import AutoaugError
 from autoaug.policy import policy_from_dict
 from autoaug.resources import shipped_spaces
-from autoaug.search.space import load_space, space_from_dict
+from autoaug.search.space import SearchSpace, load_space, space_from_dict
 
 SPACES = sorted(shipped_spaces())
 RANDAUGMENT = {"augment": {"kind": "randaugment", "magnitude": {"search": "uniform", "low": 0.1, "high": 0.2}}}
@@ -31,11 +32,16 @@ def test_every_shipped_space_validates(name):
     assert "!!python" not in text and "lambda" not in text  # data only: no tags, no code
 
 
+@functools.lru_cache(maxsize=None)
+def _loaded(name: str) -> SearchSpace:
+    return load_space(name)  # loading checks every parameter's ends: once per space, not per example
+
+
 @pytest.mark.parametrize("name", SPACES)
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_every_point_decodes_to_a_valid_policy(name, seed):
-    space = load_space(name)
+    space = _loaded(name)
     point = space.sample(random.Random(seed))
     policy = space.decode(point)
     assert policy_from_dict(json.loads(policy.dumps())) == policy  # survives the JSON round trip
