@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.parquet as pq
+
 from autoaug.errors import AutoaugError
 from autoaug.policy import Policy, Provenance, Schedule, SchedulePhase, load_policy
 from autoaug.results import write_json, write_parquet
@@ -159,6 +161,34 @@ def update_run(out: Path, **fields: Any) -> dict[str, Any]:
     record = {**read_run(out), **fields, "updated": now()}
     write_json(record, out / "run.json")
     return record
+
+
+def started_trials(out: Path) -> int:
+    """Trials of the search in ``out`` that trained at least an epoch or failed (from trials.parquet)."""
+    return len({row["trial_id"] for row in read_trials(out)})
+
+
+def read_trials(out: Path) -> list[dict[str, Any]]:
+    """Every row of ``out/trials.parquet`` (none before the first result)."""
+    path = out / "trials.parquet"
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+def check_extension(out: Path, options: SearchOptions, previous: dict[str, Any]) -> None:
+    """A resumed search may be given a larger trial budget (extend it), never one below what it spent."""
+    saved, given = parse_budget(previous["options"]["budget"]), parse_budget(options.budget)
+    if saved == given:
+        return
+    if saved.trials is None or given.trials is None:
+        raise AutoaugError(f"--resume can change a budget of trials only; this search's budget is {saved} "
+                           f"and --budget {options.budget} was given")
+    if options.algo != "nevergrad":
+        raise AutoaugError(f"--resume --budget extends searches with --algo nevergrad; this one is {options.algo} "
+                           f"(its budget stays {saved})")
+    spent = started_trials(out)
+    if given.trials < spent:
+        raise AutoaugError(f"--budget {given.trials} is less than the {spent} trials this search already ran; "
+                           f"give at least {spent} (or leave --budget out to finish its {saved})")
 
 
 def write_rows(out: Path, rows: list[dict[str, Any]]) -> None:

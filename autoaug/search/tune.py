@@ -36,8 +36,8 @@ from autoaug.search.options import (TRIAL_FRACTION, Budget, SearchOptions, parse
                                     resolve_batch_size, resolve_gpus_per_trial, search_data, train_config)
 from autoaug.search.compare import Comparison, contenders, final_ranking, rank_retrained
 from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, SearchOutcome, candidate_table,
-                                    config_columns, now, policy_for, rank_candidates, trial_configs, update_run,
-                                    write_rows, write_top)
+                                    check_extension, config_columns, now, policy_for, rank_candidates, read_trials,
+                                    trial_configs, update_run, write_rows, write_top)
 from autoaug.search.seeds import Seed, same_point, seeds_for
 from autoaug.search.space import Domain, SearchSpace, load_space
 from autoaug.trainer import EpochMetrics, TrainConfig, Trainer, train
@@ -378,7 +378,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
     config = train_config(options, space)  # a model unfit for the space is an error before the data loads
     previous = read_run(out) if options.resume else {}
     if options.resume:
-        _check_extension(out, options, previous)
+        check_extension(out, options, previous)
     data = search_data(options)
     options = resolve_batch_size(options, data[0])
     settings = _Settings(space, replace(config, batch_size=options.batch_size), options.cpus_per_trial)
@@ -407,34 +407,6 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
         return _finish(options, settings, grid, data, resources, out, seeds)
     finally:
         _LIVE["hook"] = None
-
-
-def _started_trials(out: Path) -> int:
-    """Trials of the search in ``out`` that trained at least an epoch or failed (from trials.parquet)."""
-    return len({row["trial_id"] for row in read_trials(out)})
-
-
-def read_trials(out: Path) -> list[dict[str, Any]]:
-    """Every row of ``out/trials.parquet`` (none before the first result)."""
-    path = out / "trials.parquet"
-    return pq.read_table(path).to_pylist() if path.exists() else []
-
-
-def _check_extension(out: Path, options: SearchOptions, previous: dict[str, Any]) -> None:
-    """A resumed search may be given a larger trial budget (extend it), never one below what it spent."""
-    saved, given = parse_budget(previous["options"]["budget"]), parse_budget(options.budget)
-    if saved == given:
-        return
-    if saved.trials is None or given.trials is None:
-        raise AutoaugError(f"--resume can change a budget of trials only; this search's budget is {saved} "
-                           f"and --budget {options.budget} was given")
-    if options.algo != "nevergrad":
-        raise AutoaugError(f"--resume --budget extends searches with --algo nevergrad; this one is {options.algo} "
-                           f"(its budget stays {saved})")
-    spent = _started_trials(out)
-    if given.trials < spent:
-        raise AutoaugError(f"--budget {given.trials} is less than the {spent} trials this search already ran; "
-                           f"give at least {spent} (or leave --budget out to finish its {saved})")
 
 
 def _extend_budget(tune_dir: Path, budget: Budget) -> None:
