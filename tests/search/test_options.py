@@ -12,8 +12,8 @@ from autoaug.errors import AutoaugError, UnknownNameError
 from autoaug.policy import load_policy
 from autoaug.search.options import (SearchOptions, parse_budget, prepare, resolve_batch_size, resolve_gpus_per_trial,
                                     resolve_model, resumed_options)
-from autoaug.search.outcome import (Candidate, candidate_table, choose, config_columns, rank_candidates, read_run,
-                                    update_run, write_top)
+from autoaug.search.outcome import (Candidate, candidate_table, check_extension, choose, config_columns,
+                                    rank_candidates, read_run, update_run, write_rows, write_top)
 
 
 @pytest.mark.parametrize("text, trials, seconds", [("200", 200, None), (" 8 ", 8, None), ("30m", None, 1800.0),
@@ -180,3 +180,18 @@ def test_run_record_merges(tmp_path):
     (tmp_path / "run.json").write_text("{broken")
     with pytest.raises(AutoaugError, match="not valid JSON"):
         read_run(tmp_path)
+
+
+@pytest.mark.parametrize("budget, algo, message", [
+    ("1", "nevergrad", "^--budget 1 is less than the 2 trials this search already ran; give at least 2 "
+                       "\\(or leave --budget out to finish its 2 trials\\)$"),
+    ("5", "random", "^--resume --budget extends searches with --algo nevergrad; this one is random"),
+    ("30m", "nevergrad", "^--resume can change a budget of trials only; this search's budget is 2 trials"),
+])
+def test_a_budget_extension_is_checked_against_what_was_spent(tmp_path, budget, algo, message):
+    write_rows(tmp_path, [{"trial_id": "a", "epoch": 1}, {"trial_id": "a", "epoch": 2}, {"trial_id": "b", "epoch": 1}])
+    saved = {"options": {"budget": "2"}}
+    check_extension(tmp_path, SearchOptions(budget="2"), saved)  # the same budget: a plain resume
+    check_extension(tmp_path, SearchOptions(budget="9"), saved)  # larger: extends
+    with pytest.raises(AutoaugError, match=message):
+        check_extension(tmp_path, SearchOptions(budget=budget, algo=algo), saved)
