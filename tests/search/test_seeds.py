@@ -7,6 +7,8 @@ import pytest
 
 from autoaug.policy import Labels, Mixing, load_policy
 from autoaug.resources import shipped_policies, shipped_spaces
+from autoaug.search.options import SearchOptions
+from autoaug.search.outcome import Candidate, config_columns, policy_for, rank_candidates, trial_configs
 from autoaug.search.seeds import (autoaugment_family, canonical, encode, same_point, seed_names, seed_of,
                                   seeds_for)
 from autoaug.search.space import load_space as _load_space, space_from_dict
@@ -105,3 +107,32 @@ def test_a_trial_is_recognised_as_its_seed_through_optimizer_round_off():
     assert seed_of(noisy, seeds) == seeds[1].name
     other = {**seeds[1].point, "augment.magnitude_max": 0.5}
     assert seed_of(other, seeds) is None and not same_point(other, seeds[1].point)
+
+
+def test_trials_read_back_from_their_rows_and_seeds_are_marked():
+    space = load_space("width_resolution")  # list-valued choices come back from their JSON text
+    point = {"width_resolution.widths": [0.25, 1.0], "width_resolution.resolutions": [24, 32],
+             "width_resolution.num_random_subnets": 2}
+    rows = [{"trial_id": "t1", "epoch": 1, "status": "completed", "val_accuracy": 0.5, **config_columns(point)}]
+    assert trial_configs(rows, space) == {"t1": point}
+    trivial = load_space("trivialaugment")
+    seeds = seeds_for(trivial, "cifar10")
+    other = {**seeds[0].point, "augment.magnitude_max": 0.7, "augment.ops.Rotate": True}
+    rows = [{"trial_id": t, "epoch": 2, "status": "completed", "val_accuracy": acc, **config_columns(c)}
+            for t, c, acc in (("s", seeds[1].point, 0.6), ("p", other, 0.7), ("q", seeds[0].point, 0.4))]
+    ranked = rank_candidates(rows, trial_configs(rows, trivial), 2, tuple(seeds))
+    assert [(c.trial_id, c.seed_policy) for c in ranked] == [("p", None), ("s", "trivialaugment-wide"),
+                                                              ("q", "cropflip")]
+
+
+def test_a_chosen_seed_is_written_as_the_shipped_policy_with_the_verdict():
+    space = load_space("trivialaugment")
+    seed = seeds_for(space, "cifar10")[1]
+    candidate = Candidate("s", seed.point, 0.6, (0.62, 0.64), seed_policy=seed.name)
+    options = SearchOptions(dataset="cifar10", epochs=4, budget="12", model="proxy_tiny")
+    policy = policy_for(options, space, candidate, [], rank=1, versions={}, verdict="no candidate beat it")
+    assert policy.name == "trivialaugment-cifar10-rank1"
+    assert policy.augment == load_policy("trivialaugment-wide").augment and policy.post == seed.policy.post
+    assert policy.provenance.algorithm.endswith("; head to head: no candidate beat it")
+    assert policy.provenance.validation_score == pytest.approx(0.63)
+    assert "The shipped policy trivialaugment-wide" in policy.description
