@@ -68,9 +68,7 @@ def _head_to_head_table(comparison: Comparison) -> Table:
     for label, entry in rows:
         mean = "failed" if entry["mean"] is None else f"{100 * entry['mean']:.2f}%"
         std = "" if entry["std"] is None else f"{100 * entry['std']:.2f}"
-        table.add_row(label if entry["seed_policy"] is None or label.startswith("baseline")
-                      else f"candidate (= {entry['seed_policy']})", entry["trial_id"],
-                      f"{100 * entry['search_score']:.2f}%", mean, std)
+        table.add_row(label, entry["trial_id"], f"{100 * entry['search_score']:.2f}%", mean, std)
     return table
 
 
