@@ -13,6 +13,7 @@ Everything runs through the `autoaug` CLI, as a user would run it:
   python bench/quality_protocol.py --preset gpu              # the GPU protocol: proxy search, PreAct-ResNet-18
   python bench/quality_protocol.py --preset gpu --smoke      # the same commands, tiny: checks the path works
   python bench/quality_protocol.py --preset cpu --print      # the exact commands, not run
+  python bench/quality_protocol.py --preset cpu --table      # the table from a run's files (partial if cut short)
 
 Exit status 0 when every command ran (whatever the table shows), 1 when one failed.
 The GPU suite calls `main(["--preset", "gpu", ...])` or runs this file.
@@ -117,8 +118,12 @@ def table(evaluation: dict, found_name: str) -> tuple[list[Row], dict]:
     """Rows best mean first, and the verdict: found vs the best shipped policy."""
     rows = sorted((Row(r["policy"], tuple(r["accuracies"])) for r in evaluation["results"]),
                   key=lambda row: -row.mean if row.n else math.inf)
-    found = next(row for row in rows if row.policy == found_name)
+    found = next((row for row in rows if row.policy == found_name), Row(found_name, ()))
     shipped = [row for row in rows if row.policy != found_name and row.n]
+    if not shipped or not found.n:  # a partial evaluation: nothing to compare yet
+        return rows, {"found": found_name, "found_mean": found.mean if found.n else None, "best_shipped": None,
+                      "best_shipped_mean": None, "margin": None, "at_or_above_best_shipped": None,
+                      "margin_over_standard_errors": None}
     best = max(shipped, key=lambda row: row.mean)
     margin = found.mean - best.mean
     verdict = {"found": found.policy, "found_mean": found.mean, "best_shipped": best.policy,
@@ -133,8 +138,11 @@ def markdown(rows: list[Row], verdict: dict) -> str:
     for row in rows:
         label = f"**found** (`{row.policy}`)" if row.policy == verdict["found"] else row.policy
         lines.append(f"| {label} | {100 * row.mean:.2f}% | {100 * row.std:.2f} | {row.n} | {100 * row.sem:.2f} |")
-    word = "at or above" if verdict["at_or_above_best_shipped"] else "below"
     lines.append("")
+    if verdict["margin"] is None:
+        lines.append("Not enough finished runs to compare the found policy with a shipped one.")
+        return "\n".join(lines) + "\n"
+    word = "at or above" if verdict["at_or_above_best_shipped"] else "below"
     lines.append(f"The found policy's mean is {word} the best shipped policy's ({verdict['best_shipped']}): "
                  f"margin {100 * verdict['margin']:+.2f} points.")
     return "\n".join(lines) + "\n"
@@ -161,6 +169,11 @@ def run(preset: Preset, out: Path) -> int:
         print(f"{name}: exit {code} after {seconds:.0f} s", file=sys.stderr)
         if code != 0:
             return 1
+    return report(preset, out, timings)
+
+
+def report(preset: Preset, out: Path, timings: dict[str, float]) -> int:
+    """quality.json and quality.md from the files in ``out`` (an unfinished evaluation gives a partial table)."""
     evaluation = json.loads((out / "evaluate" / "evaluation.json").read_text())
     found = json.loads((out / "search" / "policy.json").read_text())["name"]
     rows, verdict = table(evaluation, found)
@@ -183,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="default: runs/quality-<preset>[-smoke]")
     parser.add_argument("--device", default=None, help="override the preset's device (cpu, cuda)")
     parser.add_argument("--print", dest="show", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--table", action="store_true",
+                        help="only write the table from the files already in --out (partial if the run was cut short)")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     preset = replace(preset, **SMOKE) if args.smoke else preset
@@ -192,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         for command in commands(preset, out):
             print(shlex.join(command))
         return 0
+    if args.table:
+        return report(preset, out, {})
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     return run(preset, out)
 

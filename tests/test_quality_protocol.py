@@ -48,3 +48,9 @@ def test_table_reports_mean_std_n_sem_and_the_verdict():
     text = protocol.markdown(rows, verdict)
     assert "| **found** (`found`) | 62.00% | 2.00 | 3 | 1.15 |" in text
     assert "at or above the best shipped policy's (trivialaugment-wide): margin +1.00 points" in text
+
+
+def test_a_partial_evaluation_gives_a_partial_table():
+    rows, verdict = protocol.table({"results": [{"policy": "found", "accuracies": [0.6]}]}, "found")
+    assert [r.n for r in rows] == [1] and verdict["margin"] is None
+    assert "Not enough finished runs" in protocol.markdown(rows, verdict)
