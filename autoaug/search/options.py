@@ -22,10 +22,10 @@ SCHEDULERS = ("asha", "fifo")
 DEFAULT_GPU_SHARE = 0.25  # four proxy-net trials share a GPU: one alone leaves most of it idle
 # options a resumed search may change; everything else comes from the interrupted search's run.json
 RESUME_MAY_CHANGE = ("out", "resume", "address", "device", "gpus_per_trial", "cpus_per_trial")
-RESUME_MAY_EXTEND = ("budget",)  # given (not the default), it replaces the saved one: see tune._check_extension
+RESUME_MAY_EXTEND = ("budget",)  # given (not the default), it replaces the saved one: see outcome.check_extension
 DEFAULT_EPOCHS = 5
 # Short trials favour weak augmentation, so a trial trains a sizeable share of the target length and
-# ASHA judges it no earlier than half way (see tune._scheduler).
+# ASHA judges it no earlier than half way (see tune.grace_period).
 TRIAL_FRACTION = 0.5
 
 
