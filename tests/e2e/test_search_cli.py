@@ -40,7 +40,8 @@ def _epochs_by_trial(rows: list[dict]) -> dict[str, list[int]]:
 
 def test_search_with_nevergrad_and_asha_writes_rows_and_chooses_by_the_rule(tmp_path):
     out = tmp_path / "run"
-    done = _search(*FAST, "--budget", "8", "--top-k", "2", "--top-k-epochs", "2", "--out", str(out), "--json")
+    done = _search(*FAST, "--budget", "8", "--top-k", "2", "--top-k-epochs", "2", "--out", str(out), "--json",
+                   timeout=600)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)  # one JSON document and nothing else on stdout
     rows, run = _rows(out), json.loads((out / "run.json").read_text())
