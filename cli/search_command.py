@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from autoaug.dataset_formats import MissingDataError  # numpy only: cheap at start-up
 from autoaug_cli.app import app, examples, fail
@@ -18,12 +19,30 @@ from autoaug_cli.option_help import DEFAULT_LR, DOWNLOAD_HELP, LR_HELP
 from autoaug_cli.search_display import SearchDisplay
 
 if TYPE_CHECKING:  # the library's search modules import torch: loaded when a search runs, not for --help
+    from autoaug.search.compare import Comparison
     from autoaug.search.options import SearchOptions
     from autoaug.search.outcome import SearchOutcome
 
 
+def _head_to_head_table(comparison: Comparison) -> Table:
+    record = comparison.record()
+    table = Table(title=f"head to head: {len(record['seeds'])} seeds x {record['epochs']} epochs, validation accuracy")
+    for name in ("contender", "trial", "search score", "mean", "± std"):
+        table.add_column(name, justify="left" if name in ("contender", "trial") else "right")
+    rows = [("candidate", entry) for entry in record["candidates"]]
+    rows += [(f"baseline {record['baseline']['seed_policy']}", record["baseline"])] if record["baseline"] else []
+    for label, entry in rows:
+        mean = "failed" if entry["mean"] is None else f"{100 * entry['mean']:.2f}%"
+        std = "" if entry["std"] is None else f"{100 * entry['std']:.2f}"
+        table.add_row(label, entry["trial_id"], f"{100 * entry['search_score']:.2f}%", mean, std)
+    return table
+
+
 def _summary(outcome: SearchOutcome) -> dict:
-    return {"policy": str(outcome.policy_path), "validation_score": outcome.score, "chosen_trial": outcome.chosen_trial,
+    comparison = outcome.head_to_head.record() if outcome.head_to_head is not None else None
+    return {"head_to_head": comparison,
+            "rank_correlation": comparison["rank_correlation"] if comparison else None,
+            "policy": str(outcome.policy_path), "validation_score": outcome.score, "chosen_trial": outcome.chosen_trial,
             "trials": outcome.trials, "completed": outcome.completed, "stopped_early": outcome.stopped_early,
             "failed": outcome.failed, "out": str(outcome.out), "trials_table": str(outcome.trials_path),
             "run": str(outcome.run_path), "top": [str(p) for p in outcome.top_paths]}
@@ -38,7 +57,8 @@ def search(
     budget: Annotated[str, typer.Option(help="Trials (200) or a duration (90s, 30m, 2h).")] = "20",
     space: Annotated[str, typer.Option(help="Shipped space name or a .yaml file.")] = "default",
     model: Annotated[str, typer.Option(help="Backbone trained in each trial (auto: proxy on a GPU, proxy_tiny on CPU).")] = "auto",
-    epochs: Annotated[int, typer.Option(min=1, help="Epochs per trial.")] = 5,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs per trial (default: half of --target-epochs, else 5).")] = None,
+    target_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs the policy will be trained for; trials train half that, the head-to-head all of it.")] = None,
     algo: Annotated[str, typer.Option(help="nevergrad, random or pbt.")] = "nevergrad",
     scheduler: Annotated[str, typer.Option(help="asha (early stopping) or fifo.")] = "asha",
     gpus_per_trial: Annotated[Optional[float], typer.Option(help="GPU share per trial (0.25 where there is a GPU; always 0 without).")] = None,
@@ -54,8 +74,9 @@ def search(
     out: Annotated[Optional[str], typer.Option(help="Output folder (default: autoaug-runs/<dataset>-<time>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted search in --out.")] = False,
     address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (host:port or auto).")] = None,
-    top_k: Annotated[int, typer.Option(min=0, help="Re-train the best k longer, with 2 seeds, before choosing.")] = 3,
-    top_k_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of those runs (default: 2 x --epochs).")] = None,
+    top_k: Annotated[int, typer.Option(min=0, help="Re-train the best k head to head with the best shipped policy before choosing.")] = 3,
+    top_k_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of those runs (default: --target-epochs, else 2 x --epochs).")] = None,
+    top_k_seeds: Annotated[int, typer.Option(min=2, help="Seeds of those runs (the same for every contender).")] = 2,
     log: Annotated[Optional[list[str]], typer.Option(help="Also log every trial to tensorboard (files under OUT/tune) or mlflow (MLFLOW_TRACKING_URI, else OUT/mlflow.db); repeatable.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary, nothing else.")] = False,
 ) -> None:
@@ -67,6 +88,7 @@ def search(
     out = out or f"autoaug-runs/{dataset.rstrip('/').replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
     check_out_folder(out)  # before Ray or the data load: seconds, not a late "File exists"
     options = SearchOptions(dataset=dataset, data_dir=data_dir, space=space, model=model, epochs=epochs,
+                            target_epochs=target_epochs, top_k_seeds=top_k_seeds,
                             budget=budget, algo=algo, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                             cpus_per_trial=cpus_per_trial, device=device, train_size=train_size, val_size=val_size,
                             batch_size=batch_size, seed=seed, out=out, resume=resume, address=address,
@@ -80,12 +102,19 @@ def search(
     if as_json:
         print(json.dumps({**_summary(outcome), "report": None if report is None else str(report)}))
         return
-    Console(soft_wrap=True).print(
+    console = Console(soft_wrap=True)
+    console.print(
         f"chosen policy [bold]{outcome.policy.name}[/]: validation accuracy {100 * outcome.score:.2f}% "
         f"(trial {outcome.chosen_trial}; {outcome.trials} trials: {outcome.completed} completed, "
-        f"{outcome.stopped_early} stopped early, {outcome.failed} failed)\n"
-        f"written to {outcome.policy_path} (top-k in top/, every trial in trials.parquet)"
-        + (f"\nreport: {report}" if report is not None else ""))
+        f"{outcome.stopped_early} stopped early, {outcome.failed} failed)")
+    if outcome.head_to_head is not None:
+        console.print(_head_to_head_table(outcome.head_to_head))
+        console.print(f"head to head: {outcome.head_to_head.verdict()}")
+        rho = outcome.head_to_head.rank_correlation
+        console.print("rank correlation (search score vs re-trained mean, Spearman): "
+                      + ("n/a (fewer than 3 re-trained)" if rho is None else f"{rho:+.2f}"))
+    console.print(f"written to {outcome.policy_path} (top-k in top/, every trial in trials.parquet)"
+                  + (f"\nreport: {report}" if report is not None else ""))
 
 
 def _run(options: SearchOptions, as_json: bool) -> SearchOutcome:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from dataclasses import asdict, dataclass, fields, replace
@@ -23,6 +24,11 @@ SCHEDULERS = ("asha", "fifo")
 DEFAULT_GPU_SHARE = 0.25  # four proxy-net trials share a GPU: one alone leaves most of it idle
 # options a resumed search may change; everything else comes from the interrupted search's run.json
 RESUME_MAY_CHANGE = ("out", "resume", "address", "device", "gpus_per_trial", "cpus_per_trial", "download")
+RESUME_MAY_EXTEND = ("budget",)  # given (not the default), it replaces the saved one: see outcome.check_extension
+DEFAULT_EPOCHS = 5
+# Short trials favour weak augmentation, so a trial trains a sizeable share of the target length and
+# ASHA judges it no earlier than half way (see tune.grace_period).
+TRIAL_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,8 @@ class SearchOptions:
     data_dir: str | None = None
     space: str = "default"
     model: str = "auto"  # proxy where a GPU is there, proxy_tiny on CPU (see resolve_model)
-    epochs: int = 5
+    epochs: int | None = None  # None: TRIAL_FRACTION of target_epochs, else DEFAULT_EPOCHS (see trial_epochs)
+    target_epochs: int | None = None  # the training length the policy is for; the head-to-head trains this long
     budget: str = "20"
     algo: str = "nevergrad"
     scheduler: str = "asha"
@@ -82,7 +89,10 @@ class SearchOptions:
         for key, allowed in (("algo", ALGOS), ("scheduler", SCHEDULERS)):
             if getattr(self, key) not in allowed:
                 raise AutoaugError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        _at_least(self, ("epochs", "cpus_per_trial"), 1)
+        _at_least(self, ("cpus_per_trial",), 1)
+        for key in ("epochs", "target_epochs"):
+            if getattr(self, key) is not None:
+                _at_least(self, (key,), 1)
         if self.batch_size is not None:
             _at_least(self, ("batch_size",), 1)
         _at_least(self, ("top_k",), 0)
@@ -102,8 +112,18 @@ class SearchOptions:
         parse_budget(self.budget)
 
     @property
+    def trial_epochs(self) -> int:
+        """Epochs per trial: as given, else a TRIAL_FRACTION of ``target_epochs``, else DEFAULT_EPOCHS."""
+        if self.epochs is not None:
+            return self.epochs
+        if self.target_epochs is not None:
+            return max(1, math.ceil(TRIAL_FRACTION * self.target_epochs))
+        return DEFAULT_EPOCHS
+
+    @property
     def retrain_epochs(self) -> int:
-        return self.top_k_epochs or 2 * self.epochs
+        """Epochs of the head-to-head runs: ``top_k_epochs``, else ``target_epochs``, else twice a trial's."""
+        return self.top_k_epochs or self.target_epochs or 2 * self.trial_epochs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,12 +154,13 @@ def resumed_options(saved: dict[str, Any], given: SearchOptions) -> SearchOption
     known = {f.name for f in fields(SearchOptions)}
     base = SearchOptions(**{k: v for k, v in saved.items() if k in known})
     defaults = SearchOptions()
-    for key in sorted(known - set(RESUME_MAY_CHANGE)):
+    for key in sorted(known - set(RESUME_MAY_CHANGE) - set(RESUME_MAY_EXTEND)):
         value = getattr(given, key)
         if value != getattr(defaults, key) and value != getattr(base, key):
             raise AutoaugError(f"--resume continues the search in {given.out} with its own {key} "
                                f"({getattr(base, key)!r}); leave out {key} or give that value")
-    return replace(base, **{key: getattr(given, key) for key in RESUME_MAY_CHANGE})
+    extended = {key: getattr(given, key) for key in RESUME_MAY_EXTEND if getattr(given, key) != getattr(defaults, key)}
+    return replace(base, **{key: getattr(given, key) for key in RESUME_MAY_CHANGE}, **extended)
 
 
 def resolve_gpus_per_trial(requested: float | None, *, device: str, cluster_gpus: float, local_gpus: int,
@@ -200,7 +221,8 @@ def prepare(options: SearchOptions) -> SearchOptions:
         return resumed_options(saved, replace(options, out=str(out)))
     if (out / "tune").exists():
         raise AutoaugError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
-    paths: dict[str, Any] = {"out": str(out), "model": resolve_model(options.model, device=options.device)}
+    paths: dict[str, Any] = {"out": str(out), "model": resolve_model(options.model, device=options.device),
+                             "epochs": options.trial_epochs}
     for key in ("space", "data_dir", "dataset"):  # so that a resumed search may start from another folder
         value = getattr(options, key)
         if value and Path(value).exists() and not (key == "dataset" and value in DATASETS):

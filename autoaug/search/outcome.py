@@ -7,13 +7,18 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
 
 from autoaug.errors import AutoaugError
-from autoaug.policy import Policy, Provenance, Schedule, SchedulePhase
+from autoaug.policy import Policy, Provenance, Schedule, SchedulePhase, load_policy
 from autoaug.results import write_json, write_parquet
 from autoaug.search.options import SearchOptions, parse_budget, read_run
+from autoaug.search.seeds import seed_of
 from autoaug.search.space import SearchSpace
+
+if TYPE_CHECKING:
+    from autoaug.search.compare import Comparison
 
 
 class SearchInterrupted(AutoaugError):
@@ -37,7 +42,7 @@ class Progress:
     best: float | None = None
     elapsed: float = 0.0
     remaining: float | None = None
-    phase: str = "search"
+    phase: str = "search"  # "search" while trials run, "retrain" while the head-to-head runs
     best_trial: str | None = None
     best_epoch: int | None = None
 
@@ -50,6 +55,7 @@ class Candidate:
     config: dict[str, Any]
     search_score: float
     retrain_scores: tuple[float, ...] = ()
+    seed_policy: str | None = None  # the shipped policy this trial evaluated, for a seed trial
 
     @property
     def retrained(self) -> bool:
@@ -79,6 +85,7 @@ class SearchOutcome:
     trials_path: Path
     run_path: Path
     top_paths: tuple[Path, ...] = field(default_factory=tuple)
+    head_to_head: Comparison | None = None  # the re-trained candidates and baseline; None where none ran
 
 
 def now() -> str:
@@ -90,16 +97,41 @@ def config_columns(config: dict[str, Any]) -> dict[str, Any]:
     return {f"config.{k}": json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in sorted(config.items())}
 
 
-def rank_candidates(rows: list[dict[str, Any]], configs: dict[str, dict], epochs: int) -> list[Candidate]:
+def trial_configs(rows: list[dict[str, Any]], space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """Each trial's config, read back from the ``config.<name>`` columns of its rows (see config_columns)."""
+    configs: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["trial_id"] in configs or any(f"config.{k}" not in row for k in space.domains):
+            continue
+        configs[row["trial_id"]] = {key: _column_value(row[f"config.{key}"], domain.choices)
+                                    for key, domain in space.domains.items()}
+    return configs
+
+
+def _column_value(value: Any, choices: tuple[Any, ...]) -> Any:
+    if isinstance(value, str) and any(isinstance(c, (list, dict)) for c in choices):
+        return json.loads(value)
+    return value
+
+
+def full_length_scores(rows: list[dict[str, Any]], epochs: int) -> dict[str, float]:
+    """Trial id -> validation accuracy at epoch ``epochs``, for trials that trained that long."""
+    return {r["trial_id"]: r["val_accuracy"] for r in rows if r.get("epoch") == epochs
+            and r.get("status") != "failed" and r.get("val_accuracy") is not None
+            and math.isfinite(r["val_accuracy"])}
+
+
+def rank_candidates(rows: list[dict[str, Any]], configs: dict[str, dict], epochs: int,
+                    seeds: tuple[Any, ...] = ()) -> list[Candidate]:
     """Trials that trained all ``epochs``, best final validation accuracy first (ties: trial id).
 
-    Trials stopped early by ASHA are not candidates: their scores come from fewer epochs.
+    Trials stopped early by ASHA are not candidates: their scores come from fewer epochs.  A trial
+    whose config is one of ``seeds`` (see autoaug.search.seeds) is marked with the seed's name.
     """
-    final = {r["trial_id"]: r for r in rows if r.get("epoch") == epochs and r.get("status") != "failed"
-             and r.get("val_accuracy") is not None and math.isfinite(r["val_accuracy"])}
-    ranked = sorted(final.values(), key=lambda r: (-r["val_accuracy"], r["trial_id"]))
-    return [Candidate(r["trial_id"], configs[r["trial_id"]], r["val_accuracy"]) for r in ranked
-            if r["trial_id"] in configs]
+    final = full_length_scores(rows, epochs)
+    ranked = sorted(final.items(), key=lambda item: (-item[1], item[0]))
+    return [Candidate(trial, configs[trial], score, seed_policy=seed_of(configs[trial], list(seeds)))
+            for trial, score in ranked if trial in configs]
 
 
 def choose(candidates: list[Candidate]) -> list[Candidate]:
@@ -115,7 +147,7 @@ def choose(candidates: list[Candidate]) -> list[Candidate]:
 
 def candidate_table(candidates: list[Candidate]) -> list[dict[str, Any]]:
     """What ``run.json`` records about each ranked candidate."""
-    return [{"rank": rank, "trial_id": c.trial_id, "search_score": c.search_score,
+    return [{"rank": rank, "trial_id": c.trial_id, "seed_policy": c.seed_policy, "search_score": c.search_score,
              "retrain_scores": [s if math.isfinite(s) else None for s in c.retrain_scores], "score": c.score}
             for rank, c in enumerate(candidates, start=1)]
 
@@ -138,6 +170,35 @@ def update_run(out: Path, **fields: Any) -> dict[str, Any]:
     return record
 
 
+def started_trials(out: Path) -> int:
+    """Trials of the search in ``out`` that trained at least an epoch or failed (from trials.parquet)."""
+    return len({row["trial_id"] for row in read_trials(out)})
+
+
+def read_trials(out: Path) -> list[dict[str, Any]]:
+    """Every row of every trial, with its status: the trial record (trials.parquet and the events logged since)."""
+    from autoaug.results import read_trials as read_record
+
+    return read_record(out)
+
+
+def check_extension(out: Path, options: SearchOptions, previous: dict[str, Any]) -> None:
+    """A resumed search may be given a larger trial budget (extend it), never one below what it spent."""
+    saved, given = parse_budget(previous["options"]["budget"]), parse_budget(options.budget)
+    if saved == given:
+        return
+    if saved.trials is None or given.trials is None:
+        raise AutoaugError(f"--resume can change a budget of trials only; this search's budget is {saved} "
+                           f"and --budget {options.budget} was given")
+    if options.algo != "nevergrad":
+        raise AutoaugError(f"--resume --budget extends searches with --algo nevergrad; this one is {options.algo} "
+                           f"(its budget stays {saved})")
+    spent = started_trials(out)
+    if given.trials < spent:
+        raise AutoaugError(f"--budget {given.trials} is less than the {spent} trials this search already ran; "
+                           f"give at least {spent} (or leave --budget out to finish its {saved})")
+
+
 def write_rows(out: Path, rows: list[dict[str, Any]]) -> None:
     if rows:
         write_parquet(rows, out / "trials.parquet")
@@ -154,16 +215,27 @@ def _algorithm(options: SearchOptions, retrained: bool) -> str:
 
 
 def policy_for(options: SearchOptions, space: SearchSpace, candidate: Candidate, rows: list[dict], *,
-               rank: int, versions: dict[str, str]) -> Policy:
-    """The candidate's policy, with its provenance; PBT's is its trial's history as a schedule."""
-    policy = space.decode(candidate.config, name=f"{space.name}-{Path(options.dataset).stem}-rank{rank}")
+               rank: int, versions: dict[str, str], verdict: str | None = None) -> Policy:
+    """The candidate's policy, with its provenance; PBT's is its trial's history as a schedule.
+
+    A seed trial's policy is the shipped policy itself (the space's point of it does the same, less
+    readably); ``verdict`` (the head-to-head's sentence) goes into the provenance's algorithm.
+    """
+    name = f"{space.name}-{Path(options.dataset).stem}-rank{rank}"
+    if candidate.seed_policy is not None:
+        policy = load_policy(candidate.seed_policy).model_copy(update={"name": name})
+        description = (f"The shipped policy {candidate.seed_policy}, chosen by autoaug search on {options.dataset} "
+                       f"(trial {candidate.trial_id}).")
+    else:
+        policy = space.decode(candidate.config, name=name)
+        description = f"Found by autoaug search on {options.dataset} (trial {candidate.trial_id})."
     if options.algo == "pbt":
         policy = schedule_policy(space, candidate, rows, options.epochs, policy)
+    algorithm = _algorithm(options, candidate.retrained) + (f"; head to head: {verdict}" if verdict else "")
     provenance = Provenance(source="autoaug search", dataset=options.dataset, model=options.model,
-                            search_space=space.name, algorithm=_algorithm(options, candidate.retrained),
+                            search_space=space.name, algorithm=algorithm,
                             budget=str(parse_budget(options.budget)), seed=options.seed,
                             validation_score=candidate.score, versions=versions, created=now())
-    description = f"Found by autoaug search on {options.dataset} (trial {candidate.trial_id})."
     return policy.model_copy(update={"provenance": provenance, "description": description})
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
+import statistics
 import tempfile
 import threading
 import time
@@ -26,14 +28,19 @@ import ray
 import torch
 from ray import tune
 from ray.tune.experiment import Trial
+from ray.tune.search.nevergrad import NevergradSearch
 
 from autoaug.datasets import ArrayData
 from autoaug.errors import AutoaugError
-from autoaug.results import TrialRecord, library_versions, read_trials, trial_configs
-from autoaug.search.options import (Budget, SearchOptions, parse_budget, prepare, read_run, resolve_batch_size,
-                                    resolve_gpus_per_trial, search_data, train_config)
-from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, SearchOutcome, candidate_table, choose,
-                                    config_columns, now, policy_for, rank_candidates, update_run, write_top)
+from autoaug.policy import Policy, load_policy
+from autoaug.results import TrialRecord, library_versions
+from autoaug.search.options import (TRIAL_FRACTION, Budget, SearchOptions, parse_budget, prepare, read_run,
+                                    resolve_batch_size, resolve_gpus_per_trial, search_data, train_config)
+from autoaug.search.compare import Comparison, contenders, final_ranking, rank_retrained
+from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, SearchOutcome, candidate_table,
+                                    check_extension, config_columns, now, policy_for, rank_candidates, read_trials,
+                                    trial_configs, update_run, write_top)
+from autoaug.search.seeds import Seed, same_point, seeds_for
 from autoaug.search.space import Domain, SearchSpace, load_space
 from autoaug.search.synthetic import SYNTHETIC, synthetic_scores
 from autoaug.trainer import EpochMetrics, TrainConfig, Trainer, learning_rate_record, train
@@ -42,6 +49,7 @@ METRIC = "val_accuracy"
 _METRIC_COLUMNS = ("epoch", METRIC, "train_loss", "val_loss", "val_ece", "images_per_second", "epoch_seconds",
                    "node_id", "time_total_s", "reported_at")
 _FINISHED = (Trial.TERMINATED, Trial.ERROR)
+_REPROPOSALS = 20  # asks per trial before a repeated point is run anyway
 # The running search's progress hook.  Ray pickles callbacks into the experiment state (a live display
 # cannot be pickled), and a restored search gets its callbacks back from there, so the hook lives here.
 _LIVE: dict[str, Callable[[Progress], None] | None] = {"hook": None}
@@ -331,11 +339,48 @@ def _resources(options: SearchOptions) -> _Resources:
     return _Resources(options.cpus_per_trial, gpus, max(1, concurrency))
 
 
-def _nevergrad(space: SearchSpace, options: SearchOptions, budget: Budget, concurrency: int) -> Any:
-    """NGOpt over our own, seeded parametrisation, so the same seed proposes the same trials."""
+class _FullLengthNevergrad(NevergradSearch):
+    """NevergradSearch told only results of trials that trained all ``full_epochs``.
+
+    A trial ASHA stopped early scored at fewer epochs, where weak augmentation looks better than it
+    is; telling Nevergrad that score would steer it towards weak policies.
+    """
+
+    def __init__(self, *args: Any, full_epochs: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.full_epochs = full_epochs
+        self.proposed: dict[str, dict] = {}
+        self.scored: list[tuple[dict, float]] = []  # full-length points and their scores
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """A point not scored before: a repeat (a mutation that changed nothing) is told its known score."""
+        config = super().suggest(trial_id)
+        for _ in range(_REPROPOSALS):
+            score = next((s for point, s in self.scored if same_point(point, config)), None)
+            if score is None:
+                break
+            self._nevergrad_opt.tell(self._live_trial_mapping[trial_id], self._metric_op * score)
+            config = super().suggest(trial_id)
+        self.proposed[trial_id] = config
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        config = self.proposed.pop(trial_id, None)
+        if result and not error and result.get("epoch") == self.full_epochs:
+            self._process_result(trial_id, result)
+            if config is not None:
+                self.scored.append((config, result[self._metric]))
+        self._live_trial_mapping.pop(trial_id, None)
+
+
+def _nevergrad(space: SearchSpace, options: SearchOptions, budget: Budget, concurrency: int,
+               seeds: list[Seed]) -> Any:
+    """NGOpt over our own, seeded parametrisation, so the same seed proposes the same trials.
+
+    The seeds (shipped policies the space can express) are its first proposals: ordinary trials.
+    """
     import nevergrad as ng
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.nevergrad import NevergradSearch
 
     def parameter(domain: Domain) -> Any:
         if domain.kind == "choice":
@@ -350,8 +395,14 @@ def _nevergrad(space: SearchSpace, options: SearchOptions, budget: Budget, concu
     # NGOpt picks its method from the budget, the workers and the parameter types (mixed here)
     optimizer = ng.optimizers.NGOpt(parametrization=parametrization, budget=budget.trials or 1000,
                                     num_workers=concurrency)
-    searcher = NevergradSearch(optimizer=optimizer, metric=METRIC, mode="max")
+    searcher = _FullLengthNevergrad(optimizer=optimizer, metric=METRIC, mode="max", full_epochs=options.epochs,
+                                    points_to_evaluate=[seed.point for seed in seeds] or None)
     return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
+
+
+def grace_period(epochs: int) -> int:
+    """ASHA's first rung: half a trial, so that the early ranking already resembles the final one."""
+    return max(1, math.ceil(TRIAL_FRACTION * epochs))
 
 
 def _scheduler(options: SearchOptions, space: SearchSpace) -> Any:
@@ -366,18 +417,21 @@ def _scheduler(options: SearchOptions, space: SearchSpace) -> Any:
         return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=max(1, options.epochs // 4),
                                        hyperparam_mutations=mutations, quantile_fraction=0.25, synch=False)
     if options.scheduler == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=options.epochs, grace_period=1, reduction_factor=3)
+        return ASHAScheduler(time_attr="training_iteration", max_t=options.epochs,
+                             grace_period=grace_period(options.epochs), reduction_factor=3)
     return FIFOScheduler()
 
 
 def _tuner(options: SearchOptions, space: SearchSpace, trainable: Any, recorder: Recorder, out: Path,
-           resources: _Resources) -> tune.Tuner:
+           resources: _Resources, seeds: list[Seed]) -> tune.Tuner:
     budget = parse_budget(options.budget)
     domains = {k: _tune_domain(d) for k, d in space.parameters().items()}
     if options.algo == "nevergrad":
-        searcher, param_space = _nevergrad(space, options, budget, resources.concurrency), {}
+        searcher, param_space = _nevergrad(space, options, budget, resources.concurrency, seeds), {}
     else:
-        searcher, param_space = tune.search.BasicVariantGenerator(random_state=options.seed), domains
+        points = [seed.point for seed in seeds] if options.algo == "random" else None
+        searcher = tune.search.BasicVariantGenerator(random_state=options.seed, points_to_evaluate=points)
+        param_space = domains
     tune_config = tune.TuneConfig(
         metric=METRIC, mode="max", num_samples=budget.trials or -1, time_budget_s=budget.seconds,
         search_alg=searcher, scheduler=_scheduler(options, space), max_concurrent_trials=resources.concurrency,
@@ -405,25 +459,30 @@ def _loggers(options: SearchOptions, out: Path) -> list[Any]:
 def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None] | None = None) -> SearchOutcome:
     """Search ``options.space`` on ``options.dataset``; writes everything under ``options.out``.
 
-    Raises SearchInterrupted when stopped (Ctrl-C) before the budget is spent; ``resume=True`` continues.
+    Raises SearchInterrupted when stopped (Ctrl-C) before the budget is spent; ``resume=True`` continues
+    it, and with a larger trial budget extends a finished search.
     """
     options = prepare(options)
     if options.address:  # before the data loads: a wrong address is one line within seconds
         _check_reachable(options.address)
     out, space = Path(options.out), load_space(options.space)
     config = train_config(options, space)  # a model unfit for the space is an error before the data loads
+    previous = read_run(out) if options.resume else {}
+    if options.resume:
+        check_extension(out, options, previous)
     data = search_data(options)
     options = resolve_batch_size(options, data[0])
     settings = _Settings(space, replace(config, batch_size=options.batch_size), options.cpus_per_trial,
                          synthetic=options.model == SYNTHETIC)
     if settings.synthetic and options.algo == "pbt":
         raise AutoaugError("the synthetic model has no training to perturb; use it with --algo nevergrad or random")
+    seeds = seeds_for(space, options.dataset) if options.algo != "pbt" else []
     _start_ray(options)
     resources = _resources(options)
-    previous = read_run(out) if options.resume else {}
     update_run(out, state="running", options=options.to_dict(), versions=_versions(),
                learning_rate=learning_rate_record(config, options.batch_size),
                resources=resources.__dict__, started=previous.get("started", now()),
+               seeds={seed.name: seed.point for seed in seeds},
                resumed=previous.get("resumed", []) + ([now()] if options.resume else []))
     function = _pbt_trial if options.algo == "pbt" else _synthetic_trial if settings.synthetic else _trial
     trainable = tune.with_resources(tune.with_parameters(function, data=data, settings=settings),
@@ -433,16 +492,37 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
     try:
         with _quiet_ray(), _sigterm_stops_search():
             if options.resume:
+                _extend_budget(out / "tune", budget)
                 tuner = tune.Tuner.restore(str(out / "tune"), trainable=trainable, resume_errored=False,
                                            restart_errored=False)
             else:
-                tuner = _tuner(options, space, trainable, Recorder(out, options.epochs, budget), out, resources)
+                tuner = _tuner(options, space, trainable, Recorder(out, options.epochs, budget), out, resources, seeds)
             grid = tuner.fit()
+        _check_interrupted(grid, budget, out)
+        settle(out, grid._experiment_analysis.trials, Recorder(out, options.epochs, budget))
+        return _finish(options, settings, grid, data, resources, out, seeds)
     finally:
         _LIVE["hook"] = None
-    _check_interrupted(grid, budget, out)
-    settle(out, grid._experiment_analysis.trials, Recorder(out, options.epochs, budget))
-    return _finish(options, settings, grid, data, resources, out, on_progress)
+
+
+def _extend_budget(tune_dir: Path, budget: Budget) -> None:
+    """Set the restored experiment's number of trials: Tune keeps it in its search-algorithm state.
+
+    The restored optimizer keeps everything it was told, so an extension starts from the trials
+    already run (the ones in trials.parquet), not from scratch.
+    """
+    import ray.cloudpickle as cloudpickle
+
+    states = sorted(tune_dir.glob("search_gen_state-*.json"), key=lambda path: path.stat().st_mtime)
+    if budget.trials is None or not states:
+        return
+    state = cloudpickle.loads(states[-1].read_bytes())
+    if state.get("total_samples") == budget.trials:
+        return
+    state["total_samples"], state["finished"] = budget.trials, False
+    tmp = states[-1].with_name(f".{states[-1].name}.tmp")
+    tmp.write_bytes(cloudpickle.dumps(state))
+    os.replace(tmp, states[-1])
 
 
 def _check_interrupted(grid: Any, budget: Budget, out: Path) -> None:
@@ -454,66 +534,93 @@ def _check_interrupted(grid: Any, budget: Budget, out: Path) -> None:
                                 f"autoaug search --resume --out {out}")
 
 
-def _retrain(config: dict, seed: int, data: tuple[ArrayData, ArrayData], settings: _Settings, epochs: int) -> float:
-    """One longer run of a candidate with another seed; NaN when it fails."""
+def _retrain(policy: Policy, config: dict[str, Any], seed: int, data: tuple[ArrayData, ArrayData],
+             settings: _Settings, epochs: int) -> float:
+    """One head-to-head run of a contender with one seed; NaN when it fails."""
     if settings.synthetic:
         return list(synthetic_scores(settings.space.parameters(), config, epochs=epochs, seed=seed))[-1][1]
     torch.set_num_threads(settings.cpus)
     train_config = replace(settings.train_config, seed=seed, epochs=epochs)
-    result = train(settings.space.decode(config), *data, train_config)
+    result = train(policy, *data, train_config)
     return result.val_accuracy if result.status == "ok" else float("nan")
 
 
-def _retrain_top(candidates: list[Candidate], options: SearchOptions, data: tuple[ArrayData, ArrayData],
-                 settings: _Settings, resources: _Resources,
-                 on_progress: Callable[[Progress], None] | None = None) -> list[Candidate]:
-    """Single short trials are noisy: re-train the top k longer with more seeds; rank by the mean."""
-    top = candidates[: options.top_k]
-    if len(top) < 2 or options.algo == "pbt":  # one candidate needs no ranking; PBT's are schedules
-        return candidates
+def _retrain_all(policies: list[tuple[Policy, dict[str, Any]]], seeds: tuple[int, ...], epochs: int,
+                 data: tuple[ArrayData, ArrayData], settings: _Settings, resources: _Resources) -> list[tuple[float, ...]]:
+    """Every policy with every seed, as Ray tasks; progress after each finished run."""
     remote = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus)(_retrain)
     data_ref = ray.put(data)
-    seeds = [options.seed + 1000 + s for s in range(options.top_k_seeds)]
-    futures = [[remote.remote(c.config, s, data_ref, settings, options.retrain_epochs) for s in seeds] for c in top]
-    _await_runs([f for runs in futures for f in runs], on_progress)
-    rescored = [replace(c, retrain_scores=tuple(ray.get(f))) for c, f in zip(top, futures)]
-    return choose(rescored + candidates[options.top_k:])
+    jobs = {remote.remote(policy, config, seed, data_ref, settings, epochs): (i, j)
+            for i, (policy, config) in enumerate(policies) for j, seed in enumerate(seeds)}
+    scores = [[math.nan] * len(seeds) for _ in policies]
+    pending, start = list(jobs), time.monotonic()
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        i, j = jobs[ready[0]]
+        try:
+            scores[i][j] = float(ray.get(ready[0]))
+        except ray.exceptions.RayTaskError:
+            scores[i][j] = math.nan
+        _retrain_progress(scores, len(jobs) - len(pending), len(jobs), min(len(pending), resources.concurrency),
+                          time.monotonic() - start)
+    return [tuple(row) for row in scores]
 
 
-def _await_runs(futures: list, on_progress: Callable[[Progress], None] | None) -> None:
-    """Wait for the re-training runs, with a ``retrain`` progress event at the start and per finished run."""
-    start, pending = time.monotonic(), list(futures)
-    while on_progress is not None:
-        done, elapsed = len(futures) - len(pending), time.monotonic() - start
-        remaining = elapsed / done * len(pending) if done else None
-        on_progress(Progress(done, running=len(pending), total=len(futures), elapsed=elapsed, remaining=remaining,
-                             phase="retrain"))
-        if not pending:
-            return
-        _, pending = ray.wait(pending, num_returns=1)
+def _retrain_progress(scores: list[list[float]], done: int, total: int, running: int, elapsed: float) -> None:
+    hook = _LIVE["hook"]
+    if hook is None:
+        return
+    means = [statistics.fmean(f) for f in ([s for s in row if math.isfinite(s)] for row in scores) if f]
+    failed = sum(1 for row in scores for s in row if s != s)  # NaN: failed (unfinished runs are NaN too)
+    failed -= total - done
+    hook(Progress(done, running, failed, total, max(means, default=None), elapsed,
+                  elapsed / done * (total - done), phase="retrain"))
+
+
+def _head_to_head(candidates: list[Candidate], options: SearchOptions, data: tuple[ArrayData, ArrayData],
+                  settings: _Settings, resources: _Resources) -> Comparison | None:
+    """The top-k candidates and the best seed, re-trained with the same seeds, epochs and split.
+
+    None where there is nothing to compare: top_k 0, PBT (its results are schedules), one contender.
+    """
+    proposed, baseline = contenders(candidates, options.top_k)
+    entries = proposed + ([baseline] if baseline else [])
+    if options.algo == "pbt" or options.top_k == 0 or len(entries) < 2:
+        return None
+    policies = [(load_policy(c.seed_policy) if c.seed_policy else settings.space.decode(c.config), c.config)
+                for c in entries]
+    seeds = tuple(options.seed + 1000 + s for s in range(options.top_k_seeds))
+    scores = _retrain_all(policies, seeds, options.retrain_epochs, data, settings, resources)
+    rescored = [replace(c, retrain_scores=s) for c, s in zip(entries, scores)]
+    return Comparison(rank_retrained(rescored[:len(proposed)]), rescored[-1] if baseline else None, seeds,
+                      options.retrain_epochs)
 
 
 def _finish(options: SearchOptions, settings: _Settings, grid: Any, data: tuple[ArrayData, ArrayData],
-            resources: _Resources, out: Path, on_progress: Callable[[Progress], None] | None = None) -> SearchOutcome:
+            resources: _Resources, out: Path, seeds: list[Seed]) -> SearchOutcome:
     rows = read_trials(out)  # the record: trials a resumed search's Tune snapshot lost are in it too
-    configs = {**trial_configs(rows), **{r.metrics["trial_id"]: r.config for r in grid if r.metrics and "trial_id" in r.metrics}}
     record = TrialRecord(out)
     counts = {"trials": len(record.status), "failed": record.counts["failed"]}
-    candidates = rank_candidates(rows, configs, options.epochs)
+    candidates = rank_candidates(rows, trial_configs(rows, settings.space), options.epochs, tuple(seeds))
     if not candidates:
         update_run(out, state="failed", **counts)
         raise AutoaugError(f"no trial finished all {options.epochs} epochs ({counts['failed']} of {counts['trials']} "
                            f"failed); see {out / 'trials.parquet'}")
-    ranked = _retrain_top(candidates, options, data, settings, resources, on_progress)
+    comparison = _head_to_head(candidates, options, data, settings, resources)
+    ranked = final_ranking(candidates, comparison)
     top = ranked[: max(1, options.top_k)]
-    policies = [policy_for(options, settings.space, c, rows, rank=rank, versions=_versions()) for rank, c in enumerate(top, 1)]
+    verdict = comparison.verdict() if comparison else None
+    policies = [policy_for(options, settings.space, c, rows, rank=rank, versions=_versions(),
+                           verdict=verdict if rank == 1 else None) for rank, c in enumerate(top, 1)]
     top_paths = write_top(out, policies)
     completed, stopped = record.counts["completed"], record.counts["stopped_early"]
     update_run(out, state="finished", finished=now(), chosen_trial=top[0].trial_id, completed=completed,
-               stopped_early=stopped, candidates=candidate_table(ranked[: max(options.top_k, 1)]), **counts)
+               stopped_early=stopped, candidates=candidate_table(top), chosen_seed_policy=top[0].seed_policy,
+               head_to_head=comparison.record() if comparison else None,
+               rank_correlation=comparison.rank_correlation if comparison else None, **counts)
     return SearchOutcome(policies[0], top[0].score, top[0].trial_id, counts["trials"], completed, stopped,
                          counts["failed"], out, out / "policy.json", out / "trials.parquet", out / "run.json",
-                         top_paths)
+                         top_paths, comparison)
 
 
 def _versions() -> dict[str, str]:

@@ -14,11 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from autoaug.policy import load_policy
+from autoaug.search.outcome import trial_configs
+from autoaug.search.seeds import canonical, seed_of, seeds_for
 from autoaug.search.space import load_space
 
 FAST = ["--dataset", "digits", "--model", "proxy_tiny", "--epochs", "2", "--train-size", "300", "--val-size", "100",
         "--batch-size", "64", "--seed", "0"]
 COMMAND = [sys.executable, "-m", "autoaug_cli", "search"]
+SEEDS = seeds_for(load_space("default"), "digits")
 
 
 def _search(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -38,15 +41,15 @@ def _epochs_by_trial(rows: list[dict]) -> dict[str, list[int]]:
 
 def test_search_with_nevergrad_and_asha_writes_rows_and_chooses_by_the_rule(tmp_path):
     out = tmp_path / "run"
-    done = _search(*FAST, "--budget", "6", "--top-k", "2", "--top-k-epochs", "2", "--out", str(out), "--json",
-                   "--lr", "0.8")
+    done = _search(*FAST, "--budget", "8", "--top-k", "2", "--top-k-epochs", "2", "--out", str(out), "--json",
+                   "--lr", "0.8", timeout=600)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)  # one JSON document and nothing else on stdout
     rows, run = _rows(out), json.loads((out / "run.json").read_text())
     # --lr is per 512 images: at batch 64 the trials trained at 0.8 * 64 / 512
     assert run["options"]["lr"] == 0.8 and run["learning_rate"]["peak_lr"] == pytest.approx(0.1)
     epochs = _epochs_by_trial(rows)
-    assert len(epochs) == 6 and len(rows) == sum(len(e) for e in epochs.values())  # one row per trial x epoch
+    assert len(epochs) == 8 and len(rows) == sum(len(e) for e in epochs.values())  # one row per trial x epoch
     assert all(e == list(range(1, len(e) + 1)) for e in epochs.values())
     for row in rows:  # ASHA stops some after epoch 1; those are not candidates
         assert row["status"] == ("completed" if len(epochs[row["trial_id"]]) == 2 else "stopped_early")
@@ -54,26 +57,44 @@ def test_search_with_nevergrad_and_asha_writes_rows_and_chooses_by_the_rule(tmp_
                 "images_per_second", "epoch_seconds", "time_total_s", "node_id"}
     assert expected <= set(rows[0])
     assert {f"config.{name}" for name in load_space("default").parameters()} <= set(rows[0])
-    # the rule: completed trials ranked by final accuracy; the top 2 re-trained with 2 seeds; highest mean wins
+    assert run["state"] == "finished" and run["started"] and {"ray", "nevergrad"} <= set(run["versions"])
+    assert (out / "top" / "rank-1.json").exists() and summary["trials"] == 8
+    # the seeds: the shipped policies the space can express, tried first as ordinary trials
+    assert set(run["seeds"]) == {"cropflip", "trivialaugment-wide", "randaugment"}
+    configs = trial_configs(rows, load_space("default"))
+    seed_trials = {t: seed_of(c, SEEDS) for t, c in configs.items() if seed_of(c, SEEDS)}
+    assert set(seed_trials.values()) == set(run["seeds"])  # (the optimizer may propose a seed again)
+    # the rule: the top 2 proposals and the best seed re-trained head to head, 2 seeds each; a proposal is
+    # chosen only if its mean beats the baseline's
     finals = sorted((r for r in rows if r["epoch"] == 2), key=lambda r: (-r["val_accuracy"], r["trial_id"]))
-    candidates = run["candidates"]
-    assert [c["trial_id"] for c in candidates] and {c["trial_id"] for c in candidates} <= \
-        {r["trial_id"] for r in finals[:2]}
-    if len(finals) >= 2:
-        assert all(len(c["retrain_scores"]) == 2 for c in candidates)
-        assert candidates[0]["score"] == max(c["score"] for c in candidates)
-        assert candidates[0]["score"] == pytest.approx(sum(candidates[0]["retrain_scores"]) / 2)
-    chosen = candidates[0]
+    h2h = run["head_to_head"]
+    proposals = [r["trial_id"] for r in finals if r["trial_id"] not in seed_trials][:2]
+    best_seed = next((r for r in finals if r["trial_id"] in seed_trials), None)
+    if not proposals or best_seed is None:  # ASHA stopped every proposal (or every seed): nothing to compare
+        assert h2h is None and run["chosen_trial"] == finals[0]["trial_id"] == summary["chosen_trial"]
+        return
+    assert {c["trial_id"] for c in h2h["candidates"]} == set(proposals)
+    assert h2h["baseline"]["trial_id"] == best_seed["trial_id"]
+    assert h2h["baseline"]["seed_policy"] == seed_trials[best_seed["trial_id"]]
+    entries = [*h2h["candidates"], h2h["baseline"]]
+    assert all(len(e["retrain_scores"]) == 2 for e in entries) and h2h["seeds"] == [1000, 1001]
+    best = max(h2h["candidates"], key=lambda e: e["mean"])
+    assert h2h["margin"] == pytest.approx(best["mean"] - h2h["baseline"]["mean"])
+    chosen = best if h2h["margin"] > 0 else h2h["baseline"]
+    assert h2h["chosen"] == ("candidate" if h2h["margin"] > 0 else "baseline")
+    assert run["rank_correlation"] == h2h["rank_correlation"] == summary["rank_correlation"]
     assert summary["chosen_trial"] == chosen["trial_id"] == run["chosen_trial"]
     policy = load_policy(out / "policy.json")
-    assert policy.provenance.validation_score == pytest.approx(chosen["score"]) == summary["validation_score"]
+    assert policy.provenance.validation_score == pytest.approx(chosen["mean"]) == summary["validation_score"]
+    assert "head to head:" in policy.provenance.algorithm
     assert (policy.provenance.dataset, policy.provenance.search_space, policy.provenance.model) == \
         ("digits", "default", "proxy_tiny")
     assert {"autoaug", "torch", "ray", "nevergrad"} <= set(policy.provenance.versions)
-    chosen_row = next(r for r in finals if r["trial_id"] == chosen["trial_id"])
-    assert policy.mixing.mixup_alpha == pytest.approx(chosen_row["config.mixing.mixup_alpha"])
-    assert run["state"] == "finished" and run["started"] and {"ray", "nevergrad"} <= set(run["versions"])
-    assert (out / "top" / "rank-1.json").exists() and summary["trials"] == 6
+    if chosen["seed_policy"] is None:
+        chosen_row = next(r for r in finals if r["trial_id"] == chosen["trial_id"])
+        assert policy.mixing.mixup_alpha == pytest.approx(chosen_row["config.mixing.mixup_alpha"])
+    else:  # the baseline is written as the shipped policy itself
+        assert canonical(policy) == canonical(load_policy(chosen["seed_policy"]))
 
 
 def _wait_for_completed_trial(out: Path, process: subprocess.Popen, seconds: float) -> None:
@@ -116,6 +137,10 @@ def test_interrupted_search_resumes_without_losing_or_repeating(tmp_path):
     assert all(after[key] == seconds for key, seconds in before.items())  # completed trials were not re-run
     run = json.loads((out / "run.json").read_text())
     assert run["state"] == "finished" and len(run["resumed"]) == 1 and run["options"]["model"] == "proxy_tiny"
+    smaller = _search("--resume", "--out", str(out), "--budget", "3")  # less than it spent: refused before Ray
+    assert smaller.returncode == 2 and smaller.stdout == ""
+    assert smaller.stderr.strip() == "error: --budget 3 is less than the 6 trials this search already ran; give " \
+                                     "at least 6 (or leave --budget out to finish its 6 trials)"
 
 
 def test_trials_run_on_both_nodes_of_a_two_node_cluster(tmp_path):

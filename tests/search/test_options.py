@@ -10,10 +10,10 @@ import pytest
 from autoaug.datasets import load_dataset
 from autoaug.errors import AutoaugError, UnknownNameError
 from autoaug.policy import load_policy
-from autoaug.search.options import (SearchOptions, parse_budget, resolve_batch_size, resolve_gpus_per_trial,
+from autoaug.search.options import (SearchOptions, parse_budget, prepare, resolve_batch_size, resolve_gpus_per_trial,
                                     resolve_model, resumed_options)
-from autoaug.search.outcome import (Candidate, candidate_table, choose, config_columns, rank_candidates, read_run,
-                                    update_run, write_top)
+from autoaug.search.outcome import (Candidate, candidate_table, check_extension, choose, config_columns,
+                                    rank_candidates, read_run, update_run, write_rows, write_top)
 
 
 @pytest.mark.parametrize("text, trials, seconds", [("200", 200, None), (" 8 ", 8, None), ("30m", None, 1800.0),
@@ -49,6 +49,30 @@ def test_bad_options_are_user_errors(change, message):
 def test_retrain_epochs_default_to_twice_the_trials():
     assert SearchOptions(epochs=3).retrain_epochs == 6
     assert SearchOptions(epochs=3, top_k_epochs=4).retrain_epochs == 4
+
+
+@pytest.mark.parametrize("epochs, target, top_k_epochs, trial, retrain", [
+    (None, None, None, 5, 10),  # the defaults
+    (None, 30, None, 15, 30),  # trials train half the target; the head-to-head all of it
+    (None, 7, None, 4, 7),
+    (6, 30, None, 6, 30),  # given epochs win
+    (None, 30, 20, 15, 20),
+])
+def test_trial_and_head_to_head_epochs_derive_from_the_target(epochs, target, top_k_epochs, trial, retrain):
+    options = SearchOptions(epochs=epochs, target_epochs=target, top_k_epochs=top_k_epochs)
+    assert (options.trial_epochs, options.retrain_epochs) == (trial, retrain)
+
+
+def test_prepare_records_the_trial_epochs(tmp_path):
+    options = prepare(SearchOptions(target_epochs=30, out=str(tmp_path / "run"), device="cpu"))
+    assert options.epochs == 15 and options.target_epochs == 30
+
+
+def test_resume_may_extend_the_budget_but_not_change_the_rest():
+    saved = SearchOptions(dataset="cifar10", epochs=7, budget="12", out="/runs/a").to_dict()
+    given = SearchOptions(out="/runs/a", resume=True)
+    assert resumed_options(saved, given).budget == "12"  # the default budget means: not given
+    assert resumed_options(saved, replace(given, budget="40")).budget == "40"
 
 
 def test_auto_model_is_the_tiny_proxy_on_cpu_and_names_are_checked(monkeypatch):
@@ -128,7 +152,8 @@ def test_choosing_by_mean_of_retraining():
     assert chosen[0].score == pytest.approx(0.70) and chosen[1].score == pytest.approx(0.61)
     assert chosen[2].score == 0.7 and not chosen[2].retrained
     table = candidate_table(chosen)
-    assert table[0] == {"rank": 1, "trial_id": "e", "search_score": 0.8, "retrain_scores": [0.70, None],
+    assert table[0] == {"rank": 1, "trial_id": "e", "seed_policy": None, "search_score": 0.8,
+                        "retrain_scores": [0.70, None],
                         "score": pytest.approx(0.70)}
     assert math.isfinite(json.loads(json.dumps(table))[2]["score"])
 
@@ -155,3 +180,18 @@ def test_run_record_merges(tmp_path):
     (tmp_path / "run.json").write_text("{broken")
     with pytest.raises(AutoaugError, match="not valid JSON"):
         read_run(tmp_path)
+
+
+@pytest.mark.parametrize("budget, algo, message", [
+    ("1", "nevergrad", "^--budget 1 is less than the 2 trials this search already ran; give at least 2 "
+                       "\\(or leave --budget out to finish its 2 trials\\)$"),
+    ("5", "random", "^--resume --budget extends searches with --algo nevergrad; this one is random"),
+    ("30m", "nevergrad", "^--resume can change a budget of trials only; this search's budget is 2 trials"),
+])
+def test_a_budget_extension_is_checked_against_what_was_spent(tmp_path, budget, algo, message):
+    write_rows(tmp_path, [{"trial_id": "a", "epoch": 1}, {"trial_id": "a", "epoch": 2}, {"trial_id": "b", "epoch": 1}])
+    saved = {"options": {"budget": "2"}}
+    check_extension(tmp_path, SearchOptions(budget="2"), saved)  # the same budget: a plain resume
+    check_extension(tmp_path, SearchOptions(budget="9"), saved)  # larger: extends
+    with pytest.raises(AutoaugError, match=message):
+        check_extension(tmp_path, SearchOptions(budget=budget, algo=algo), saved)

@@ -1,6 +1,7 @@
 """Search spaces: every shipped file validates and every point of every space decodes to a policy."""
 from __future__ import annotations
 
+import functools
 import json
 import random
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from autoaug.errors import AutoaugError
 from autoaug.policy import policy_from_dict
 from autoaug.resources import shipped_spaces
-from autoaug.search.space import load_space, space_from_dict
+from autoaug.search.space import SearchSpace, load_space, space_from_dict
 
 SPACES = sorted(shipped_spaces())
 RANDAUGMENT = {"augment": {"kind": "randaugment", "magnitude": {"search": "uniform", "low": 0.1, "high": 0.2}}}
@@ -31,11 +32,16 @@ def test_every_shipped_space_validates(name):
     assert "!!python" not in text and "lambda" not in text  # data only: no tags, no code
 
 
+@functools.lru_cache(maxsize=None)
+def _loaded(name: str) -> SearchSpace:
+    return load_space(name)  # loading checks every parameter's ends: once per space, not per example
+
+
 @pytest.mark.parametrize("name", SPACES)
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_every_point_decodes_to_a_valid_policy(name, seed):
-    space = load_space(name)
+    space = _loaded(name)
     point = space.sample(random.Random(seed))
     policy = space.decode(point)
     assert policy_from_dict(json.loads(policy.dumps())) == policy  # survives the JSON round trip
@@ -48,15 +54,17 @@ def test_every_point_decodes_to_a_valid_policy(name, seed):
 
 def test_decode_places_values_by_path():
     space = load_space("randaugment")
-    policy = space.decode({"augment.num_ops": 3, "augment.magnitude": 0.7})
+    policy = space.decode({"augment.num_ops": 3, "augment.magnitude": 0.7, "post.0.probability": 0.25,
+                           "post.0.magnitude": 0.4})
     assert (policy.augment.num_ops, policy.augment.magnitude) == (3, 0.7)
     assert [call.op for call in policy.pre] == ["RandomCrop", "HorizontalFlip"]  # the fixed part
+    assert (policy.post[0].op, policy.post[0].probability, policy.post[0].magnitude) == ("Cutout", 0.25, 0.4)
 
 
 def test_subset_flags_choose_the_ops():
     space = load_space("trivialaugment")
     point = {key: key.endswith((".Rotate", ".Solarize")) for key in space.parameters() if ".ops." in key}
-    point["augment.magnitude_max"] = 0.5
+    point.update({"augment.magnitude_max": 0.5, "post.0.probability": 1.0, "post.0.magnitude": 0.5})
     policy = space.decode(point)
     assert policy.augment.ops == ["Rotate", "Solarize"] and policy.augment.magnitude_max == 0.5
     assert space.decode({**point, **{key: False for key in point if ".ops." in key}}).augment.ops == ["Identity"]
@@ -65,7 +73,7 @@ def test_subset_flags_choose_the_ops():
 def test_repeat_unrolls_independent_parameters():
     space = load_space("autoaugment")
     ops = [k for k in space.parameters() if k.endswith(".op")]
-    assert len(ops) == 10 and "augment.subpolicies.4.1.op" in ops
+    assert len(ops) == 50 and "augment.subpolicies.24.1.op" in ops  # 25 sub-policies of 2, as published
     point = space.sample(random.Random(0))
     point = {**point, "augment.subpolicies.0.0.op": "Rotate", "augment.subpolicies.0.1.op": "Equalize",
              "augment.subpolicies.0.1.probability": 0.25}

@@ -15,6 +15,7 @@ import yaml
 from autoaug.errors import AutoaugError
 from autoaug.policy import Schedule, load_policy
 from autoaug.search import tune as search_tune
+from autoaug.search.seeds import seed_of
 from autoaug.search.options import SearchOptions
 from autoaug.search.space import load_space
 from autoaug.search.synthetic import EPOCH_SECONDS_ENV
@@ -45,7 +46,7 @@ def test_nan_and_oom_become_trial_errors_with_their_reason(monkeypatch):
     failed = TrainResult("nan", "training loss became nan in epoch 1", ())
     monkeypatch.setattr(search_tune, "train", lambda *args, **kwargs: failed)
     settings = search_tune._Settings(load_space("randaugment"), TrainConfig(model="proxy_tiny"), 1)
-    point = {"augment.num_ops": 1, "augment.magnitude": 0.5}
+    point = {"augment.num_ops": 1, "augment.magnitude": 0.5, "post.0.probability": 0.0, "post.0.magnitude": 0.5}
     with pytest.raises(search_tune.TrialFailed, match="^nan: training loss became nan in epoch 1$"):
         search_tune._trial(point, (None, None), settings)
 
@@ -111,3 +112,62 @@ def test_a_time_budget_records_every_trial_its_summary_counts(local_ray, tmp_pat
         assert outcome.trials == len(status)
         counted = {"completed": outcome.completed, "stopped_early": outcome.stopped_early, "failed": outcome.failed}
         assert counted == {s: sum(v == s for v in status.values()) for s in counted}
+
+
+def test_nevergrad_is_told_only_full_length_results():
+    space = load_space("randaugment")
+    options = SearchOptions(**FAST, space="randaugment", epochs=4)
+    seeds = search_tune.seeds_for(space, "digits")
+    searcher = search_tune._nevergrad(space, options, search_tune.parse_budget("6"), 2, seeds).searcher
+    searcher.set_search_properties(search_tune.METRIC, "max", {})
+    first, second = searcher.suggest("t1"), searcher.suggest("t2")
+    assert seed_of(first, seeds) == "randaugment"  # the seed is the first proposal
+    assert seed_of(second, seeds) is None
+    optimizer = searcher._nevergrad_opt
+    searcher.on_trial_complete("t1", {search_tune.METRIC: 0.9, "epoch": 2})  # stopped early by ASHA
+    assert optimizer.num_tell == 0
+    searcher.on_trial_complete("t2", {search_tune.METRIC: 0.5, "epoch": 4})
+    assert optimizer.num_tell == 1
+
+
+def test_asha_grace_period_is_half_a_trial():
+    assert [search_tune.grace_period(e) for e in (1, 2, 5, 15, 40)] == [1, 1, 3, 8, 20]
+
+
+def test_resume_with_a_larger_budget_extends_a_finished_search(local_ray, tmp_path):
+    out = tmp_path / "run"
+    base = {**FAST, "space": "randaugment", "epochs": 1, "out": str(out)}
+    first = search_tune.run_search(SearchOptions(**base, budget="2"))
+    before = {(r["trial_id"], r["epoch"]): r["time_total_s"] for r in _rows(out)}
+    assert first.trials == 2 and len(before) == 2
+    with pytest.raises(search_tune.AutoaugError, match="^--budget 1 is less than the 2 trials this search already"):
+        search_tune.run_search(SearchOptions(**base, budget="1", resume=True))
+    extended = search_tune.run_search(SearchOptions(**base, budget="4", resume=True))
+    rows = _rows(out)
+    assert extended.trials == 4 and len({r["trial_id"] for r in rows}) == 4
+    assert all(r["status"] == "completed" for r in rows)
+    after = {(r["trial_id"], r["epoch"]): r["time_total_s"] for r in rows}
+    assert all(after[key] == seconds for key, seconds in before.items())  # the first two were not re-run
+    run = json.loads((out / "run.json").read_text())
+    assert run["options"]["budget"] == "4" and run["state"] == "finished" and len(run["resumed"]) == 1
+
+
+def test_a_repeated_point_is_told_its_known_score_and_not_run_again(monkeypatch):
+    space = load_space("randaugment")
+    options = SearchOptions(**FAST, space="randaugment", epochs=5)
+    searcher = search_tune._nevergrad(space, options, search_tune.parse_budget("6"), 1, []).searcher
+    a = {"augment.num_ops": 2, "augment.magnitude": 0.5, "post.0.probability": 1.0, "post.0.magnitude": 0.5}
+    b = {**a, "augment.magnitude": 0.25}
+    queue = [a, dict(a), b]  # the optimizer proposes a twice (a mutation that changed nothing)
+
+    def propose(self, trial_id):
+        self._live_trial_mapping[trial_id] = f"candidate-{len(queue)}"
+        return queue.pop(0)
+
+    told = []
+    monkeypatch.setattr(search_tune.NevergradSearch, "suggest", propose)
+    monkeypatch.setattr(searcher._nevergrad_opt, "tell", lambda candidate, value: told.append((candidate, value)))
+    assert searcher.suggest("t1") == a
+    searcher.on_trial_complete("t1", {search_tune.METRIC: 0.7, "epoch": 5})
+    assert searcher.suggest("t2") == b
+    assert told == [("candidate-3", -0.7), ("candidate-2", -0.7)]

@@ -1,0 +1,150 @@
+"""The final choice: the top candidates and the best known policy re-trained head to head.
+
+A search must never hand back something worse than what the user could have picked without it: the
+best seed (a shipped policy evaluated as a trial) is re-trained beside the top-k candidates, with the
+same seeds, epochs and split, and a candidate is chosen only if its mean beats the baseline's.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from autoaug.search.outcome import Candidate
+
+
+def _mean_std(scores: tuple[float, ...]) -> tuple[float | None, float | None]:
+    finite = [s for s in scores if math.isfinite(s)]
+    if not finite:
+        return None, None
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """Average ranks (1 = smallest); ties share the mean of their positions."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rank correlation of paired values; None for fewer than 3 pairs or a constant side."""
+    if len(xs) != len(ys) or len(xs) < 3:
+        return None
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return None if var == 0 else cov / var
+
+
+def contenders(candidates: list[Candidate], top_k: int) -> tuple[list[Candidate], Candidate | None]:
+    """The top ``top_k`` candidates the optimizer proposed, and the best seed (None if no seed finished).
+
+    ``candidates`` is ranked best first by search score; seeds are trials whose ``seed_policy`` is set.
+    """
+    proposed = [c for c in candidates if c.seed_policy is None][:top_k]
+    baseline = next((c for c in candidates if c.seed_policy is not None), None)
+    return proposed, baseline
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Re-trained candidates (best mean first) and the re-trained baseline."""
+
+    candidates: tuple[Candidate, ...]
+    baseline: Candidate | None
+    seeds: tuple[int, ...] = ()
+    epochs: int | None = None
+
+    @property
+    def best_candidate(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+    @property
+    def margin(self) -> float | None:
+        """Best candidate's mean minus the baseline's (re-trained where both were)."""
+        if self.best_candidate is None or self.baseline is None:
+            return None
+        return self.best_candidate.score - self.baseline.score
+
+    @property
+    def beats_baseline(self) -> bool:
+        """True where a candidate's mean is above the baseline's, or there is no baseline to beat."""
+        if self.best_candidate is None:
+            return False
+        return self.baseline is None or self.margin > 0
+
+    @property
+    def winner(self) -> Candidate:
+        if self.beats_baseline:
+            return self.best_candidate
+        return self.baseline
+
+    @property
+    def rank_correlation(self) -> float | None:
+        """Spearman's rho between search-fidelity score and re-trained mean over everything re-trained."""
+        both = [c for c in (*self.candidates, *([self.baseline] if self.baseline else [])) if c.retrained]
+        return spearman([c.search_score for c in both], [c.score for c in both])
+
+    def record(self) -> dict[str, Any]:
+        """What ``run.json`` keeps: every contender's scores, the margin, the verdict, the correlation."""
+        return {"seeds": list(self.seeds), "epochs": self.epochs,
+                "candidates": [_entry(c) for c in self.candidates],
+                "baseline": _entry(self.baseline) if self.baseline else None,
+                "margin": self.margin, "beats_baseline": self.beats_baseline,
+                "chosen": "candidate" if self.beats_baseline else "baseline",
+                "rank_correlation": self.rank_correlation}
+
+    def verdict(self) -> str:
+        """One plain sentence for the summary and the policy's provenance."""
+        if self.baseline is None:
+            return "no shipped policy was a point of this space (or none finished): no baseline to compare with"
+        base = f"baseline {self.baseline.seed_policy} {_pm(self.baseline)}"
+        if self.best_candidate is None:
+            return f"no candidate finished; the result is the {base}"
+        best = f"best candidate {_pm(self.best_candidate)}"
+        if self.beats_baseline:
+            return f"{best} beats the {base} by {100 * self.margin:+.2f} points"
+        return (f"no candidate beat the baseline ({best} vs {base}, margin {100 * self.margin:+.2f} points); "
+                f"the result is the baseline {self.baseline.seed_policy}")
+
+
+def _entry(candidate: Candidate) -> dict[str, Any]:
+    mean, std = _mean_std(candidate.retrain_scores)
+    return {"trial_id": candidate.trial_id, "seed_policy": candidate.seed_policy,
+            "search_score": candidate.search_score,
+            "retrain_scores": [s if math.isfinite(s) else None for s in candidate.retrain_scores],
+            "mean": mean, "std": std}
+
+
+def _pm(candidate: Candidate) -> str:
+    mean, std = _mean_std(candidate.retrain_scores)
+    if mean is None:
+        return f"{100 * candidate.search_score:.2f}% (search score; not re-trained)"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}%"
+
+
+def rank_retrained(candidates: list[Candidate]) -> tuple[Candidate, ...]:
+    """Re-trained candidates by mean (search score breaks ties); failed re-trainings last."""
+    return tuple(sorted(candidates, key=lambda c: (not c.retrained, -c.score, -c.search_score, c.trial_id)))
+
+
+def final_ranking(candidates: list[Candidate], comparison: Comparison | None) -> list[Candidate]:
+    """The chosen contender first, then the other re-trained ones by mean, then the rest by search score."""
+    if comparison is None:
+        return candidates
+    retrained = [*comparison.candidates, *([comparison.baseline] if comparison.baseline else [])]
+    winner = comparison.winner
+    ids = {c.trial_id for c in retrained}
+    others = [c for c in rank_retrained(retrained) if c.trial_id != winner.trial_id]
+    return [winner, *others, *(c for c in candidates if c.trial_id not in ids)]
