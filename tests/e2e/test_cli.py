@@ -224,23 +224,28 @@ def _digit_folder(root: Path, per_class: int) -> Path:
 
 def test_search_of_a_train_only_folder_logs_every_phase_line_by_line(tmp_path: Path) -> None:
     folder, out, log = _digit_folder(tmp_path / "digits", per_class=30), tmp_path / "run", tmp_path / "log.txt"
-    args = ["search", "--dataset", str(folder), "--model", "proxy_tiny", "--epochs", "1", "--budget", "3",
+    args = ["search", "--dataset", str(folder), "--model", "proxy_tiny", "--epochs", "1", "--budget", "5",
             "--val-size", "100", "--batch-size", "64", "--top-k", "2", "--top-k-epochs", "1", "--out", str(out)]
     with log.open("w") as handle:  # as `autoaug search ... > log.txt 2>&1`: no terminal
         done = subprocess.run([sys.executable, "-m", "autoaug_cli", *args], stdout=handle, stderr=subprocess.STDOUT,
                               timeout=600)
     lines = log.read_text().splitlines()
     assert done.returncode == 0, lines
-    *events, chosen, written = lines  # the summary on lines of its own, after the events
+    first = next(i for i, line in enumerate(lines) if line.startswith("chosen policy "))
+    events, summary = lines[:first], lines[first:]  # the summary on lines of its own, after the events
     assert events and all(LOG_LINE.match(line) for line in events), events
-    assert chosen.startswith("chosen policy ") and "(trial " in chosen and "3 trials: 3 completed" in chosen
-    assert written == f"written to {out / 'policy.json'} (top-k in top/, every trial in trials.parquet)"
+    # 5 trials, the first 3 the shipped policies the space holds: the search's 2 meet the best of them head to head
+    assert "(trial " in summary[0] and "5 trials: 5 completed" in summary[0]
+    assert any(line.startswith("head to head: ") for line in summary)  # the verdict against the best seed
+    assert f"written to {out / 'policy.json'} (top-k in top/, every trial in trials.parquet)" in summary
+    assert f"report: {out / 'report.html'}" in summary
     search = [line for line in events if " search: " in line]
     retrain = [line for line in events if " re-training top k: " in line]
-    assert search and "3/3 trials done" in search[-1] and re.search(r"best val \d+\.\d\d% \(trial \w+, epoch 1\)",
+    assert search and "5/5 trials done" in search[-1] and re.search(r"best val \d+\.\d\d% \(trial \w+, epoch 1\)",
                                                                       search[-1])
     assert events.index(search[-1]) < events.index(retrain[0])  # re-training shows after the search
-    assert "4/4 runs done" in retrain[-1] and retrain[-1].endswith("remaining ~0:00:00")  # 2 candidates x 2 seeds
+    runs = re.search(r" (\d+)/(\d+) runs done", retrain[-1])  # up to 2 candidates and the best seed, x 2 seeds
+    assert runs and runs[1] == runs[2] and int(runs[2]) in (4, 6) and retrain[-1].endswith("remaining ~0:00:00")
     assert "\x1b[" not in log.read_text()
     assert (out / "policy.json").is_file() and not (folder / "test").exists()
     docs = (Path(__file__).resolve().parents[2] / "docs" / "outputs.md").read_text()

@@ -15,6 +15,7 @@ import pytest
 
 from autoaug.policy import load_policy
 from autoaug.search.outcome import trial_configs
+from autoaug.results import read_trials
 from autoaug.search.seeds import canonical, seed_of, seeds_for
 from autoaug.search.space import load_space
 
@@ -100,8 +101,8 @@ def test_search_with_nevergrad_and_asha_writes_rows_and_chooses_by_the_rule(tmp_
 def _wait_for_completed_trial(out: Path, process: subprocess.Popen, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if any(r["status"] == "completed" for r in _rows(out)):
+        try:  # the trial record, not the table: the table is rewritten only every second or so
+            if any(r["status"] == "completed" for r in read_trials(out)):
                 return
         except (OSError, ValueError):  # not written yet
             pass
