@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from autoaug.errors import AutoaugError
 from autoaug.policy import Policy, Provenance, Schedule, SchedulePhase, load_policy
-from autoaug.results import write_json, write_parquet
+from autoaug.results import read_trials, write_json, write_parquet  # read_trials: re-exported
 from autoaug.search.options import SearchOptions, parse_budget, read_run
 from autoaug.search.seeds import seed_of
 from autoaug.search.space import SearchSpace
@@ -173,13 +173,6 @@ def update_run(out: Path, **fields: Any) -> dict[str, Any]:
 def started_trials(out: Path) -> int:
     """Trials of the search in ``out`` that trained at least an epoch or failed (from trials.parquet)."""
     return len({row["trial_id"] for row in read_trials(out)})
-
-
-def read_trials(out: Path) -> list[dict[str, Any]]:
-    """Every row of every trial, with its status: the trial record (trials.parquet and the events logged since)."""
-    from autoaug.results import read_trials as read_record
-
-    return read_record(out)
 
 
 def check_extension(out: Path, options: SearchOptions, previous: dict[str, Any]) -> None:

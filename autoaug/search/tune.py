@@ -38,7 +38,7 @@ from autoaug.search.options import (TRIAL_FRACTION, Budget, SearchOptions, parse
                                     resolve_batch_size, resolve_gpus_per_trial, search_data, train_config)
 from autoaug.search.compare import Comparison, contenders, final_ranking, rank_retrained
 from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, SearchOutcome, candidate_table,
-                                    check_extension, config_columns, now, policy_for, rank_candidates, read_trials,
+                                    check_extension, config_columns, now, policy_for, rank_candidates,
                                     trial_configs, update_run, write_top)
 from autoaug.search.seeds import Seed, same_point, seeds_for
 from autoaug.search.space import Domain, SearchSpace, load_space
@@ -208,8 +208,8 @@ class Recorder(tune.Callback):
                         elapsed=elapsed, remaining=remaining, best_trial=best_trial, best_epoch=best_epoch)
 
 
-def settle(out: Path, trials: list, recorder: Recorder) -> None:
-    """After a search that was not interrupted, give every trial a final status in the record.
+def settle(out: Path, trials: list, recorder: Recorder) -> TrialRecord:
+    """After a search that was not interrupted, give every trial a final status in the record; returns it.
 
     Trials cut at a time budget's deadline end without Tune calling back (stopped early), and trials
     that a resumed search's older snapshot had lost never end (failed, with the reason).
@@ -227,6 +227,7 @@ def settle(out: Path, trials: list, recorder: Recorder) -> None:
         record.finish(trial_id, "failed", error="the search was killed while this trial ran, and the resumed "
                                                 "search did not run it again")
     record.compact()
+    return record
 
 
 def _epochs_kept(trial: Any) -> float:
@@ -499,8 +500,8 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
                 tuner = _tuner(options, space, trainable, Recorder(out, options.epochs, budget), out, resources, seeds)
             grid = tuner.fit()
         _check_interrupted(grid, budget, out)
-        settle(out, grid._experiment_analysis.trials, Recorder(out, options.epochs, budget))
-        return _finish(options, settings, grid, data, resources, out, seeds)
+        record = settle(out, grid._experiment_analysis.trials, Recorder(out, options.epochs, budget))
+        return _finish(options, settings, record, data, resources, out, seeds)
     finally:
         _LIVE["hook"] = None
 
@@ -596,10 +597,9 @@ def _head_to_head(candidates: list[Candidate], options: SearchOptions, data: tup
                       options.retrain_epochs)
 
 
-def _finish(options: SearchOptions, settings: _Settings, grid: Any, data: tuple[ArrayData, ArrayData],
+def _finish(options: SearchOptions, settings: _Settings, record: TrialRecord, data: tuple[ArrayData, ArrayData],
             resources: _Resources, out: Path, seeds: list[Seed]) -> SearchOutcome:
-    rows = read_trials(out)  # the record: trials a resumed search's Tune snapshot lost are in it too
-    record = TrialRecord(out)
+    rows = record.table()  # the record: trials a resumed search's Tune snapshot lost are in it too
     counts = {"trials": len(record.status), "failed": record.counts["failed"]}
     candidates = rank_candidates(rows, trial_configs(rows, settings.space), options.epochs, tuple(seeds))
     if not candidates:
