@@ -57,6 +57,14 @@ class Domain:
             return rng.randint(int(self.low), int(self.high))
         return rng.choice(self.choices)
 
+    def clip(self, value: Any) -> Any:
+        """``value`` moved into the range (an int range also rounds); a choice is returned as it is."""
+        if self.kind == "choice":
+            return value
+        if self.kind == "int":
+            return min(max(round(value), int(self.low)), int(self.high))
+        return min(max(float(value), self.low), self.high)
+
     def extremes(self) -> tuple[Any, ...]:
         """The values a load-time check tries: both ends of a range, every choice."""
         if self.kind == "choice":

@@ -7,6 +7,7 @@ writes every result to ``trials.parquet`` as it arrives, so a crash loses nothin
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -77,6 +78,16 @@ def _tune_domain(domain: Domain) -> Any:
     if domain.kind == "int":
         return tune.randint(int(domain.low), int(domain.high) + 1)
     return tune.choice(list(domain.choices))
+
+
+def _pbt_mutations(domains: dict[str, Domain]) -> dict[str, Any]:
+    """PBT's explore step: a choice shifts to a neighbouring choice (a list), a range is scaled (a domain)."""
+    return {k: list(d.choices) if d.kind == "choice" else _tune_domain(d) for k, d in domains.items()}
+
+
+def _clip_to(domains: dict[str, Domain], config: dict[str, Any]) -> dict[str, Any]:
+    """PBT scales a value by 0.8 or 1.2, which can leave its range (a probability of 1.1): clip it back."""
+    return {**config, **{k: d.clip(config[k]) for k, d in domains.items() if k in config}}
 
 
 def _report(metrics: EpochMetrics, **extra: Any) -> dict[str, Any]:
@@ -411,12 +422,13 @@ def _scheduler(options: SearchOptions, space: SearchSpace) -> Any:
 
     if options.algo == "pbt":
         # a model's widths cannot change mid-run, so width/resolution parameters stay as first drawn
-        mutations = {k: _tune_domain(d) for k, d in space.parameters().items() if not k.startswith("width_resolution")}
-        if not mutations:
+        evolving = {k: d for k, d in space.parameters().items() if not k.startswith("width_resolution")}
+        if not evolving:
             raise AutoaugError(f"pbt evolves policy parameters, and space {space.name} has none that may change "
                                "during training; use --algo nevergrad or random")
         return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=max(1, options.epochs // 4),
-                                       hyperparam_mutations=mutations, quantile_fraction=0.25, synch=False)
+                                       hyperparam_mutations=_pbt_mutations(evolving), quantile_fraction=0.25,
+                                       synch=False, custom_explore_fn=functools.partial(_clip_to, evolving))
     if options.scheduler == "asha":
         return ASHAScheduler(time_attr="training_iteration", max_t=options.epochs,
                              grace_period=grace_period(options.epochs), reduction_factor=3)

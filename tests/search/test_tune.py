@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import functools
 import logging
 import os
 from pathlib import Path
@@ -17,7 +18,7 @@ from autoaug.policy import Schedule, load_policy
 from autoaug.search import tune as search_tune
 from autoaug.search.seeds import seed_of
 from autoaug.search.options import SearchOptions
-from autoaug.search.space import load_space
+from autoaug.search.space import Domain, load_space
 from autoaug.search.synthetic import EPOCH_SECONDS_ENV
 from autoaug.trainer import TrainConfig, TrainResult
 
@@ -171,3 +172,21 @@ def test_a_repeated_point_is_told_its_known_score_and_not_run_again(monkeypatch)
     searcher.on_trial_complete("t1", {search_tune.METRIC: 0.7, "epoch": 5})
     assert searcher.suggest("t2") == b
     assert told == [("candidate-3", -0.7), ("candidate-2", -0.7)]
+
+
+def test_pbt_perturbations_stay_inside_the_space():
+    """PBT scales a value by 1.2: a probability of 0.95 must come back as 1.0, not 1.14 (which fails decoding)."""
+    from ray.tune.schedulers.pbt import _explore
+
+    domains = {"p": Domain("uniform", 0.0, 1.0), "n": Domain("int", 1, 3), "op": Domain("choice", choices=("a", "b"))}
+    config = {"p": 0.95, "n": 3, "op": "b"}
+    explore = functools.partial(search_tune._clip_to, domains)
+    new, _ = _explore(config, search_tune._pbt_mutations(domains), 0.0, (1.2,), explore)
+    assert new == {"p": 1.0, "n": 3, "op": new["op"]} and new["op"] in ("a", "b")
+    new, _ = _explore({"p": 0.01, "n": 1, "op": "a"}, search_tune._pbt_mutations(domains), 0.0, (0.8,), explore)
+    assert new["p"] == pytest.approx(0.008) and new["n"] == 1
+    space = load_space("randaugment")
+    point = {**{k: d.high for k, d in space.parameters().items()}}
+    scaled, _ = _explore(point, search_tune._pbt_mutations(space.parameters()), 0.0, (1.2,),
+                         functools.partial(search_tune._clip_to, space.parameters()))
+    space.decode(scaled)  # every value at its top, scaled up, still decodes
