@@ -4,13 +4,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Union
 
+import numpy as np
 import PIL.Image
 import torch
 from torch.utils.data import get_worker_info
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from autoaug.perimage import DRAW_AHEAD, DrawAhead, pil_to_uint8, uint8_to_pil
+from autoaug.perimage import DRAW_AHEAD, DrawAhead, Image, array_to_pil, pil_to_array
 from autoaug.policy import Policy, Schedule
 from autoaug.sampling import Plan, apply_plan, sample_plan, visible_fraction
 
@@ -167,29 +168,35 @@ class PolicyTransform(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, PIL.Image.Image):
-            mode = inpt.mode
-            tensor = pil_to_uint8(inpt if mode in ("RGB", "L") else inpt.convert("RGB"))
-            return uint8_to_pil(self._apply(tensor))
+            return array_to_pil(self._apply(pil_to_array(inpt if inpt.mode in ("RGB", "L") else inpt.convert("RGB"))))
         if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
             raise TypeError(f"PolicyTransform transforms images only, got {type(inpt).__name__}")
-        out = self._apply(inpt.as_subclass(torch.Tensor))
-        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
-
-    def _apply(self, image: torch.Tensor) -> torch.Tensor:
+        image = inpt.as_subclass(torch.Tensor)
         if image.dtype != torch.uint8 or image.ndim != 3:
             raise TypeError(f"expected a uint8 image [C, H, W], got {image.dtype} {tuple(image.shape)}")
+        if image.device.type == "cpu":  # numpy is the fast path on one small image (autoaug.perimage)
+            out = torch.from_numpy(np.ascontiguousarray(self._apply(image.numpy())))
+        else:
+            out = self._apply(image)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
+
+    def _apply(self, image: Image | torch.Tensor) -> Image | torch.Tensor:
+        """One ``[C, H, W]`` image, a numpy array or a tensor on any device, through the next row of draws."""
         progress = self.current_progress()
         mixing = self.policy.mixing
         if mixing is not None and mixing.yoco_probability > 0:  # YOCO draws per batch: no rows to hand out
+            if isinstance(image, np.ndarray):
+                return self._batch(torch.from_numpy(np.array(image))[None], progress=progress)[0].numpy()
             return self._batch(image.unsqueeze(0), progress=progress)[0]
+        device = image.device if isinstance(image, torch.Tensor) else torch.device("cpu")
         # a forked DataLoader worker must not hand out the rows its parent drew: the key names the worker
         worker = get_worker_info()
-        key = (image.shape[-2], image.shape[-1], image.device, phase_index(self.policy, progress),
+        key = (image.shape[-2], image.shape[-1], device, phase_index(self.policy, progress),
                None if worker is None else worker.id)
         if self._ahead is None or self._ahead.key != key or self._ahead.empty:
-            plan = self._batch.sample(DRAW_AHEAD, key[0], key[1], device=image.device, progress=progress)
+            plan = self._batch.sample(DRAW_AHEAD, key[0], key[1], device=device, progress=progress)
             self._ahead = DrawAhead(key, plan)
-        return self._ahead.apply_next(image.unsqueeze(0))[0]
+        return self._ahead.apply_next(image)
 
     def __getstate__(self) -> dict[str, Any]:  # rows drawn ahead are not shipped: a copy draws its own
         return {**super().__getstate__(), "_ahead": None}

@@ -1,64 +1,165 @@
 """The per-image path of ``PolicyTransform``: parameters drawn ahead for many images, applied one by one.
 
-On a 32x32 image the work of an op is a few microseconds; what costs is setting it up.  So parameters
-are drawn for ``DRAW_AHEAD`` images at once (the same draws ``BatchAugment`` makes for a batch of that
-many), the affine matrices of the geometric ops are computed for all of them at once, and each image
-then runs only its own kernels.  PIL images are converted with one copy each way.
+On a 32x32 image an op's arithmetic takes microseconds; what costs is each call into torch.  So the
+parameters are drawn for ``DRAW_AHEAD`` images at once (the very draws ``BatchAugment`` makes for a
+batch of that many), and most ops are turned, for the whole block at once, into something numpy applies
+to one image in one step, computed by running the op's own batch kernel so the pixels cannot differ:
+
+- a *point* op (the same function of each pixel value) becomes its table of 256 output levels: the
+  kernel applied to the 256 levels;
+- a *geometric* op (nearest-neighbour warp) becomes, per output pixel, the number of the input pixel it
+  takes (0 for the zero fill): the kernel applied to an image of pixel numbers;
+- crops, flips and erasing boxes become slices.
+
+- AutoContrast and Equalize are written again in numpy with the kernels' own steps (integer steps, or
+  float32 ones in the same order; tests compare them over every case that can arise).
+
+Color, Contrast and Sharpness run their batch kernel on a batch of one, as do ops with no entry here
+and images on a GPU.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import torch
 
-import torch.nn.functional as nnf
-
-from autoaug.ops import OPS, _inverse_affine, _shear_degrees
+from autoaug.ops import OPS, crop_offset, crop_padding, cutout_boxes, erasing_boxes
 from autoaug.sampling import IDENTITY, OP_NAMES, Plan
 
 DRAW_AHEAD = 64
-_Params = Callable[[torch.Tensor], dict[str, torch.Tensor]]
-# value -> affine parameters, as each geometric kernel of autoaug.ops forms them (tests check they agree)
-_GEOMETRY: dict[str, tuple[_Params, bool]] = {
-    "ShearX": (lambda v: {"shear_x": _shear_degrees(v)}, True),
-    "ShearY": (lambda v: {"shear_y": _shear_degrees(v)}, True),
-    "TranslateX": (lambda v: {"tx": torch.trunc(v)}, False),
-    "TranslateY": (lambda v: {"ty": torch.trunc(v)}, False),
-    "Rotate": (lambda v: {"angle": -v}, False),
+Image = np.ndarray  # uint8 [C, H, W], possibly a read-only view
+# (op's kernel, its block's values [n], aux [n, k], height, width) -> one parameter per row
+Prepare = Callable[[Callable[..., torch.Tensor], torch.Tensor, torch.Tensor, int, int], list[Any]]
+Apply = Callable[[Image, Any], Image]
+
+
+@dataclass(frozen=True)
+class PerImageOp:
+    """How an op runs on one numpy image: block-wise preparation, then a cheap step per image.
+
+    ``by_value``: the parameter depends on the op's value and the image size only (not on the position
+    draws), so it is kept and reused whenever that value comes again (bins repeat).
+    """
+
+    prepare: Prepare
+    apply: Apply
+    by_value: bool = False
+
+
+def _levels_table(kernel: Callable[..., torch.Tensor], value: torch.Tensor, aux: torch.Tensor,
+                  height: int, width: int) -> list[np.ndarray]:
+    """A point op's output for each of the 256 levels, per row: the kernel applied to the levels."""
+    levels = torch.arange(256, dtype=torch.uint8).expand(len(value), 1, 1, 256)
+    return list(kernel(levels, value, aux).reshape(len(value), 256).numpy())
+
+
+def _look_up(image: Image, table: np.ndarray) -> Image:
+    return table[image]
+
+
+def _source_pixels(kernel: Callable[..., torch.Tensor], value: torch.Tensor, aux: torch.Tensor,
+                   height: int, width: int) -> list[np.ndarray]:
+    """Per row, the 1-based number of the input pixel each output pixel takes (0: the zero fill).
+
+    The warp is nearest-neighbour, so where a pixel comes from does not depend on the pixel values:
+    warping an image of pixel numbers (exact in float32) with the op's own kernel gives the map.
+    """
+    numbers = torch.arange(1, height * width + 1, dtype=torch.float32).view(1, 1, height, width)
+    moved = kernel(numbers.expand(len(value), 1, height, width), value, aux)
+    return list(moved.reshape(len(value), height * width).to(torch.int64).numpy())
+
+
+def _gather(image: Image, source: np.ndarray) -> Image:
+    channels = image.shape[0]
+    padded = np.zeros((channels, source.size + 1), dtype=np.uint8)
+    padded[:, 1:] = image.reshape(channels, -1)
+    return padded[:, source].reshape(image.shape)
+
+
+def _flip(image: Image, _: Any) -> Image:
+    return image[:, :, ::-1]
+
+
+def _no_parameter(kernel: Callable[..., torch.Tensor], value: torch.Tensor, aux: torch.Tensor,
+                  height: int, width: int) -> list[None]:
+    return [None] * len(value)
+
+
+def _crop_offsets(kernel: Callable[..., torch.Tensor], value: torch.Tensor, aux: torch.Tensor,
+                  height: int, width: int) -> list[tuple[int, int]]:
+    """Per row, where the crop window starts relative to the image (as ``autoaug.ops.random_crop``)."""
+    pad_y, pad_x = crop_padding(value, height, width)
+    return list(zip(crop_offset(aux[:, 0], pad_y).tolist(), crop_offset(aux[:, 1], pad_x).tolist()))
+
+
+def _crop(image: Image, offset: tuple[int, int]) -> Image:
+    """The window at ``offset`` of the image zero-padded on every side: pixels outside it are 0."""
+    (dy, dx), (_, height, width) = offset, image.shape
+    out = np.zeros_like(image)
+    rows, cols = slice(max(0, dy), min(height, height + dy)), slice(max(0, dx), min(width, width + dx))
+    out[:, rows.start - dy:rows.stop - dy, cols.start - dx:cols.stop - dx] = image[:, rows, cols]
+    return out
+
+
+def _boxes(find: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]) -> Prepare:
+    def prepare(kernel: Callable[..., torch.Tensor], value: torch.Tensor, aux: torch.Tensor,
+                height: int, width: int) -> list[tuple[int, int, int, int]]:
+        return [tuple(box) for box in find(value, aux, height, width).tolist()]
+
+    return prepare
+
+
+def _erase(image: Image, box: tuple[int, int, int, int]) -> Image:
+    top, left, box_height, box_width = box
+    out = image.copy()
+    out[:, top:top + box_height, left:left + box_width] = 0
+    return out
+
+
+def _autocontrast(image: Image, _: Any) -> Image:
+    """``autoaug.ops.autocontrast`` in numpy, in the same float32 steps (a test checks every low, high pair)."""
+    low = image.min(axis=(1, 2), keepdims=True).astype(np.float32)
+    high = image.max(axis=(1, 2), keepdims=True).astype(np.float32)
+    flat = high == low
+    scale = np.where(flat, np.float32(1.0), (high - low) * np.float32(1.0 / 255.0))
+    low = np.where(flat, np.float32(0.0), low)
+    return np.clip((image - low) / scale, 0, 255).astype(np.uint8)
+
+
+def _equalize(image: Image, _: Any) -> Image:
+    """torchvision's ``equalize`` (PIL's scheme) per channel in numpy: all integer steps, so exactly equal."""
+    out = np.empty_like(image)
+    for channel, pixels in enumerate(image):
+        histogram = np.bincount(pixels.ravel(), minlength=256)
+        cumulative = np.cumsum(histogram)
+        # pixels that are not of the image's largest value, in steps of 255
+        step = (pixels.size - histogram[np.argmax(cumulative)]) // 255
+        if step == 0:
+            out[channel] = pixels
+            continue
+        table = np.zeros(256, dtype=np.uint8)
+        table[1:] = np.clip((cumulative[:-1] + step // 2) // step, 0, 255)
+        out[channel] = table[pixels]
+    return out
+
+
+# op name -> its per-image form; ops not named here run their batch kernel on a batch of one
+PER_IMAGE: dict[str, PerImageOp] = {
+    **{name: PerImageOp(_levels_table, _look_up, by_value=True)
+       for name in ("Brightness", "Posterize", "Solarize", "Invert")},
+    **{name: PerImageOp(_source_pixels, _gather, by_value=True)
+       for name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")},
+    "AutoContrast": PerImageOp(_no_parameter, _autocontrast),
+    "Equalize": PerImageOp(_no_parameter, _equalize),
+    "HorizontalFlip": PerImageOp(_no_parameter, _flip),
+    "RandomCrop": PerImageOp(_crop_offsets, _crop),
+    "Cutout": PerImageOp(_boxes(cutout_boxes), _erase),
+    "RandomErasing": PerImageOp(_boxes(erasing_boxes), _erase),
 }
-_AFFINE_ARGS = ("angle", "tx", "ty", "shear_x", "shear_y")
-
-
-def affine_matrices(name: str, value: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``[B, 2, 3]`` inverse affine matrices of geometric op ``name`` at per-image ``value``."""
-    params, top_left = _GEOMETRY[name]
-    given = params(value)
-    zero = torch.zeros(value.shape[0], dtype=torch.float64, device=value.device)
-    parts = [given[key].to(torch.float64) if key in given else zero for key in _AFFINE_ARGS]
-    cx, cy = (-0.5 * width, -0.5 * height) if top_left else (0.0, 0.0)
-    return _inverse_affine(*parts, cx=cx, cy=cy)
-
-
-@lru_cache(maxsize=32)
-def _base_grid(height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``autoaug.ops._warp``'s pixel-centre grid ``[1, H*W, 3]`` and scale, built once per size."""
-    xs = torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, width, device=device)
-    ys = torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, height, device=device)
-    base = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None], torch.ones(1, device=device)), -1)
-    return base.view(1, height * width, 3), torch.tensor([0.5 * width, 0.5 * height], device=device)
-
-
-def _warp_one(image: torch.Tensor, grid_matrix: torch.Tensor) -> torch.Tensor:
-    """``autoaug.ops._warp`` of a batch of one, given its ``theta.T / scale`` (the same float32 steps)."""
-    _, _, height, width = image.shape
-    base, _ = _base_grid(height, width, image.device)
-    grid = base.bmm(grid_matrix)
-    out = nnf.grid_sample(image.to(torch.float32), grid.view(1, height, width, 2), mode="nearest",
-                          padding_mode="zeros", align_corners=False)
-    return out.round_().to(image.dtype)
 
 
 class DrawAhead:
@@ -66,49 +167,84 @@ class DrawAhead:
 
     def __init__(self, key: tuple[Any, ...], plan: Plan) -> None:
         self.key, self.next, self.size = key, 0, plan.size
-        self.slots = [(slot.op.tolist(), slot.value, slot.aux, self._matrices(slot.op, slot.value, plan))
+        self.slots = [(slot.op.tolist(), slot.value, slot.aux, _prepare(slot.op.cpu(), slot.value.cpu(),
+                                                                       slot.aux.cpu(), plan))
                       for slot in plan.slots]
-
-    @staticmethod
-    def _matrices(op: torch.Tensor, value: torch.Tensor, plan: Plan) -> dict[int, torch.Tensor]:
-        """Row -> ``[1, 2, 3]`` matrix for every row whose op is geometric, computed per op for all rows."""
-        matrices: dict[int, torch.Tensor] = {}
-        for name in _GEOMETRY:
-            rows = torch.nonzero(op == OP_NAMES.index(name)).flatten()
-            if len(rows):
-                theta = affine_matrices(name, value[rows], plan.height, plan.width).to(torch.float32)
-                _, scale = _base_grid(plan.height, plan.width, theta.device)
-                grid_matrix = theta.transpose(1, 2) / scale
-                matrices.update({row: grid_matrix[k:k + 1] for k, row in enumerate(rows.tolist())})
-        return matrices
 
     @property
     def empty(self) -> bool:
         return self.next >= self.size
 
-    def apply_next(self, images: torch.Tensor) -> torch.Tensor:
-        """The next row's ops on a batch of one ``[1, C, H, W]``."""
+    def apply_next(self, image: torch.Tensor | Image) -> torch.Tensor | Image:
+        """The next row's ops on one image: a numpy ``[C, H, W]`` (the fast path) or a tensor on any device."""
         row, self.next = self.next, self.next + 1
-        for ops, value, aux, matrices in self.slots:
+        for ops, value, aux, prepared in self.slots:
             op = ops[row]
             if op == IDENTITY:
                 continue
-            if row in matrices:
-                images = _warp_one(images, matrices[row].to(images.device))
+            if isinstance(image, np.ndarray) and row in prepared:
+                image = PER_IMAGE[OP_NAMES[op]].apply(image, prepared[row])
             else:
-                kernel = OPS[OP_NAMES[op]].kernel
-                images = kernel(images, value[row:row + 1].to(images.device), aux[row:row + 1].to(images.device))
-        return images
+                image = _kernel_on_one(image, op, value[row:row + 1], aux[row:row + 1])
+        return image
 
 
-def pil_to_uint8(image: PIL.Image.Image) -> torch.Tensor:
-    """uint8 ``[C, H, W]`` of an RGB or L image, in one copy (torchvision's ``pil_to_tensor`` makes two)."""
-    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return pixels.view(image.height, image.width, -1).permute(2, 0, 1).contiguous()
+def _prepare(op: torch.Tensor, value: torch.Tensor, aux: torch.Tensor, plan: Plan) -> dict[int, Any]:
+    """Row -> per-image parameter, for every row whose op has a per-image form, one kernel call per op."""
+    prepared: dict[int, Any] = {}
+    for index in torch.unique(op).tolist():
+        name = OP_NAMES[index]
+        form = PER_IMAGE.get(name)
+        if index == IDENTITY or form is None:
+            continue
+        rows = torch.nonzero(op == index).flatten().tolist()
+        if not form.by_value:
+            rows_t = torch.tensor(rows)
+            values = form.prepare(OPS[name].kernel, value[rows_t], aux[rows_t], plan.height, plan.width)
+            prepared.update(zip(rows, values))
+            continue
+        keys = [(name, v, plan.height, plan.width) for v in value[rows].tolist()]
+        first_row = {}
+        for row, key in zip(rows, keys):
+            first_row.setdefault(key, row)
+        known = {key: _KEPT[key] for key in first_row if key in _KEPT}
+        missing = [key for key in first_row if key not in known]
+        if missing:
+            firsts = torch.tensor([first_row[key] for key in missing])
+            fresh = dict(zip(missing, form.prepare(OPS[name].kernel, value[firsts], aux[firsts],
+                                                   plan.height, plan.width)))
+            _keep(fresh)
+            known.update(fresh)
+        prepared.update((row, known[key]) for row, key in zip(rows, keys))
+    return prepared
 
 
-def uint8_to_pil(image: torch.Tensor) -> PIL.Image.Image:
-    """The PIL image (RGB or L) of a uint8 ``[C, H, W]`` tensor."""
-    mode = "RGB" if image.shape[0] == 3 else "L"
-    data = image.permute(1, 2, 0).contiguous().numpy().tobytes()
-    return PIL.Image.frombytes(mode, (image.shape[2], image.shape[1]), data)
+# (op, value, height, width) -> parameter of the ops whose parameter depends on nothing else
+_KEPT: dict[tuple[str, float, int, int], Any] = {}
+_KEPT_MOST = 8192
+
+
+def _keep(entries: Any) -> None:
+    if len(_KEPT) > _KEPT_MOST:  # continuous magnitudes never repeat: start again rather than grow
+        _KEPT.clear()
+    _KEPT.update(entries)
+
+
+def _kernel_on_one(image: torch.Tensor | Image, op: int, value: torch.Tensor, aux: torch.Tensor) -> Any:
+    """The op's batch kernel on a batch of one; a numpy image goes in and comes out without a copy."""
+    kernel = OPS[OP_NAMES[op]].kernel
+    if isinstance(image, np.ndarray):
+        # kernels never write to their input; a flipped view (negative strides) must be copied for torch
+        return kernel(torch.from_numpy(np.require(image, requirements=("C", "W")))[None], value, aux)[0].numpy()
+    return kernel(image[None], value.to(image.device), aux.to(image.device))[0]
+
+
+def pil_to_array(image: PIL.Image.Image) -> Image:
+    """A read-only uint8 ``[C, H, W]`` view of an RGB or L image's pixels (one copy, PIL's own)."""
+    pixels = np.asarray(image)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def array_to_pil(image: Image) -> PIL.Image.Image:
+    """The PIL image (RGB or L) of a uint8 ``[C, H, W]`` array."""
+    return PIL.Image.fromarray(np.ascontiguousarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)))

@@ -1,0 +1,70 @@
+"""The per-image path's numpy forms of the ops give the batch kernels' pixels in every case."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from autoaug import perimage
+from autoaug.augment import DRAW_AHEAD, BatchAugment, PolicyTransform
+from autoaug.grid import digits_images
+from autoaug.ops import OPS
+from autoaug.policy import OpCall, Policy, TrivialAugment
+from autoaug.sampling import apply_plan
+from tests.test_augment import photos
+
+
+def test_autocontrast_in_numpy_equals_the_kernel_for_every_low_high_pair() -> None:
+    """Each channel of one image holds the 256 levels clipped to one (low, high) pair: all 32,896 pairs."""
+    low, high = torch.triu_indices(256, 256)
+    levels = torch.arange(256)
+    channels = levels.clamp(low[:, None], high[:, None]).to(torch.uint8)  # spans exactly [low, high]
+    image = channels[:, None, :]  # [pairs, 1, 256]
+    expected = OPS["AutoContrast"].kernel(image[None], torch.zeros(1), torch.zeros(1, 0))[0]
+    assert np.array_equal(perimage._autocontrast(image.numpy(), None), expected.numpy())
+
+
+def _equalize_cases() -> list[torch.Tensor]:
+    rng = torch.Generator().manual_seed(0)
+    constant = torch.full((3, 8, 8), 77, dtype=torch.uint8)
+    two_levels = torch.where(torch.rand(1, 16, 16, generator=rng) < 0.5, 3, 250).to(torch.uint8)
+    one_off = torch.full((1, 16, 16), 200, dtype=torch.uint8)
+    one_off[0, 0, 0] = 10
+    few = torch.randint(0, 4, (2, 20, 30), generator=rng, dtype=torch.uint8) * 60  # step 0 < 255 pixels
+    digits = digits_images(64)  # grey, few levels, many zeros
+    return [*photos(16, 32, 32), *photos(4, 24, 40), *digits, constant, two_levels, one_off, few]
+
+
+def test_equalize_in_numpy_equals_torchvision() -> None:
+    for image in _equalize_cases():
+        assert np.array_equal(perimage._equalize(image.numpy(), None), F.equalize(image).numpy())
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_op_after_a_flip_and_before_a_crop_and_erasing_equals_the_batch_path(channels: int) -> None:
+    """Ops compose on numpy views (a flipped view goes into the torch kernels); grey images too."""
+    policy = Policy(name="every-op", pre=[OpCall(op="HorizontalFlip", probability=0.5)],
+                    augment=TrivialAugment(ops=list(OPS), ranges="wide"),
+                    post=[OpCall(op="RandomCrop", probability=1.0, magnitude=0.5),
+                          OpCall(op="RandomErasing", probability=0.5, magnitude=0.8),
+                          OpCall(op="Cutout", probability=0.5, magnitude=0.6)])
+    transform, batch = PolicyTransform(policy, seed=5), BatchAugment(policy, seed=5)
+    images = photos(DRAW_AHEAD, 20, 36)[:, :channels]
+    out = torch.stack([transform(image) for image in images])
+    assert torch.equal(out, apply_plan(images, batch.sample(DRAW_AHEAD, 20, 36)))
+
+
+def test_kept_parameters_give_the_same_pixels_when_reused_and_when_dropped(monkeypatch) -> None:
+    """Point tables and warp maps are kept per (op, value, size): reused, or dropped when there are too many."""
+    policy = Policy(name="bins", augment=TrivialAugment(ops=["Rotate", "ShearX", "Solarize", "Posterize"]))
+    images = photos(3 * DRAW_AHEAD, 16, 16)
+    expected = BatchAugment(policy, seed=2)
+    blocks = [apply_plan(images[k * DRAW_AHEAD:(k + 1) * DRAW_AHEAD], expected.sample(DRAW_AHEAD, 16, 16))
+              for k in range(3)]
+    for most in (8192, 3):
+        monkeypatch.setattr(perimage, "_KEPT_MOST", most)
+        perimage._KEPT.clear()
+        transform = PolicyTransform(policy, seed=2)
+        assert torch.equal(torch.stack([transform(image) for image in images]), torch.cat(blocks))
+        assert 0 < len(perimage._KEPT) <= most + DRAW_AHEAD
