@@ -175,7 +175,7 @@ class PolicyTransform(v2.Transform):
         if image.dtype != torch.uint8 or image.ndim != 3:
             raise TypeError(f"expected a uint8 image [C, H, W], got {image.dtype} {tuple(image.shape)}")
         if image.device.type == "cpu":  # numpy is the fast path on one small image (autoaug.perimage)
-            out = torch.from_numpy(np.ascontiguousarray(self._apply(image.numpy())))
+            out = torch.from_numpy(np.ascontiguousarray(self._apply(np.ascontiguousarray(image.numpy()))))
         else:
             out = self._apply(image)
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out

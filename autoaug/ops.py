@@ -142,15 +142,22 @@ def _per_sample(value: torch.Tensor) -> torch.Tensor:
     return value.to(torch.float32).view(-1, 1, 1, 1)
 
 
-def _blend(images: torch.Tensor, other: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+def blend(images: torch.Tensor, other: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``images * (1 + value) + other * -value``, rounded exactly as torchvision's ``_blend``."""
+    return finish_blend(*blend_terms(images, value), other)
+
+
+def blend_terms(images: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The part of ``blend`` that does not depend on ``other``: ``images * (1 + value)`` and ``-value``."""
     # torchvision's factor and 1 - factor are Python floats: form both in float64 from value, so the
     # rest is exactly -value, not 1 minus a float32-rounded factor
     factor = 1.0 + value.to(torch.float64)
-    ratio, rest = _per_sample(factor), _per_sample(1.0 - factor)
+    return images.to(torch.float32) * _per_sample(factor), _per_sample(1.0 - factor)
+
+
+def finish_blend(scaled: torch.Tensor, rest: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     # torchvision's add_(other, alpha=rest) is one fused multiply-add; addcmul fuses the same way
-    out = torch.addcmul(images.to(torch.float32) * ratio, other, rest)
-    return out.clamp_(0, 255).to(torch.uint8)
+    return torch.addcmul(scaled, other, rest).clamp_(0, 255).to(torch.uint8)
 
 
 def _grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -173,14 +180,14 @@ def color(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch
     """Saturation factor ``1 + value``; grey images have no saturation and pass through."""
     if images.shape[1] != 3:
         return images
-    return _blend(images, _grayscale(images), value)
+    return blend(images, _grayscale(images), value)
 
 
 @register("Contrast")
 def contrast(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
     """Contrast factor ``1 + value`` around each image's mean luma."""
     mean = _grayscale(images).mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(images, mean, value)
+    return blend(images, mean, value)
 
 
 @register("Sharpness")
@@ -193,10 +200,14 @@ def sharpness(images: torch.Tensor, value: torch.Tensor, aux: torch.Tensor) -> t
     kernel[1, 1] = 5.0 / 13.0
     out = images.to(torch.float32)
     blurred = nnf.conv2d(out, kernel.expand(channels, 1, 3, 3), groups=channels).round_()
-    inner = out[..., 1:-1, 1:-1]
-    # torchvision's add_(blurred - inner, alpha=1 - factor): one fused multiply-add, alpha exactly -value
-    inner.addcmul_(blurred - inner, _per_sample(1.0 - (1.0 + value.to(torch.float64))))
+    sharpen(out[..., 1:-1, 1:-1], blurred, value)
     return out.clamp_(0, 255).to(torch.uint8)
+
+
+def sharpen(inner: torch.Tensor, blurred: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Move float32 ``inner`` (in place) from ``blurred`` by sharpness factor ``1 + value``, as torchvision."""
+    # torchvision's add_(blurred - inner, alpha=1 - factor): one fused multiply-add, alpha exactly -value
+    return inner.addcmul_(blurred - inner, _per_sample(1.0 - (1.0 + value.to(torch.float64))))
 
 
 @register("Posterize")

@@ -9,6 +9,7 @@ from torchvision.transforms.v2 import functional as F
 from autoaug import perimage
 from autoaug.augment import DRAW_AHEAD, BatchAugment, PolicyTransform
 from autoaug.grid import digits_images
+from autoaug import ops
 from autoaug.ops import OPS
 from autoaug.policy import OpCall, Policy, TrivialAugment
 from autoaug.sampling import apply_plan
@@ -68,3 +69,40 @@ def test_kept_parameters_give_the_same_pixels_when_reused_and_when_dropped(monke
         transform = PolicyTransform(policy, seed=2)
         assert torch.equal(torch.stack([transform(image) for image in images]), torch.cat(blocks))
         assert 0 < len(perimage._KEPT) <= most + DRAW_AHEAD
+
+
+def test_luma_in_numpy_equals_the_kernel_for_every_colour() -> None:
+    """All 2**24 colours, one red level at a time (float64 sums standing in for fused multiply-adds)."""
+    levels = torch.arange(256, dtype=torch.uint8)
+    green, blue = levels.view(256, 1).expand(256, 256), levels.view(1, 256).expand(256, 256)
+    for red in range(256):
+        image = torch.stack([torch.full((256, 256), red, dtype=torch.uint8), green, blue])
+        expected = ops._grayscale(image[None])[0, 0]
+        assert np.array_equal(perimage.luma(image.numpy()), expected.numpy()), f"red {red}"
+
+
+def test_integer_smoothing_equals_the_kernels_rounded_convolution_in_every_case() -> None:
+    """Every (sum of the 8 neighbours, centre) pair as a 3x3 patch; at value -1 Sharpness returns the smoothing."""
+    total, centre = torch.meshgrid(torch.arange(8 * 255 + 1), torch.arange(256), indexing="ij")
+    total, centre = total.flatten(), centre.flatten()
+    neighbours = total[:, None] // 8 + (torch.arange(8) < total[:, None] % 8)  # 8 values <= 255 summing to total
+    patches = torch.cat([neighbours[:, :4], centre[:, None], neighbours[:, 4:]], dim=1).to(torch.uint8).view(-1, 3, 3)
+    kernel = OPS["Sharpness"].kernel(patches[:, None], torch.full((len(patches),), -1.0), torch.zeros(len(patches), 0))
+    assert np.array_equal(perimage.smoothed(patches.numpy())[:, 0, 0], kernel[:, 0, 1, 1].numpy())
+
+
+@pytest.mark.parametrize("name", ["Color", "Contrast", "Sharpness", "AutoContrast", "Equalize"])
+@pytest.mark.parametrize("size", [(7, 9), (24, 40), (33, 31)])
+def test_whole_image_ops_equal_their_kernels(name: str, size: tuple[int, int]) -> None:
+    """Ops that read the whole image, on real photos (RGB and grey) of sizes whose pixel counts are not
+    powers of two, at values across the widest range and both signs."""
+    images = photos(6, *size)
+    form, kernel = perimage.PER_IMAGE[name], OPS[name].kernel
+    values = torch.tensor([-0.99, -0.5, -0.03, 0.0, 0.01, 0.37, 0.99])
+    for batch in (images, images[:, :1]):
+        for value in values:
+            value = value.expand(len(batch)).contiguous()
+            aux = torch.zeros(len(batch), ops.AUX_DRAWS)
+            params = form.prepare(kernel, value, aux, *size)
+            out = np.stack([form.apply(image.numpy(), param) for image, param in zip(batch, params)])
+            assert np.array_equal(out, kernel(batch, value, aux).numpy()), f"{name} at {value[0].item()}"
