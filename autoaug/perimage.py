@@ -165,7 +165,7 @@ def _equalize(image: Image, _: Any) -> Image:
     largest = histogram[np.arange(channels), cumulative.argmax(axis=1)]
     step = ((flat.shape[1] - largest) // 255)[:, None]
     tables = np.zeros((channels, 256), dtype=np.uint8)
-    tables[:, 1:] = np.clip((cumulative[:, :-1] + step // 2) // np.maximum(step, 1), 0, 255)
+    tables[:, 1:] = np.minimum((cumulative[:, :-1] + step // 2) // np.maximum(step, 1), 255)  # never below 0
     tables[step[:, 0] == 0] = np.arange(256, dtype=np.uint8)
     return _per_channel(tables, image)
 

@@ -106,3 +106,15 @@ def test_whole_image_ops_equal_their_kernels(name: str, size: tuple[int, int]) -
             params = form.prepare(kernel, value, aux, *size)
             out = np.stack([form.apply(image.numpy(), param) for image, param in zip(batch, params)])
             assert np.array_equal(out, kernel(batch, value, aux).numpy()), f"{name} at {value[0].item()}"
+
+
+def test_the_tensor_path_for_other_devices_gives_the_numpy_paths_pixels() -> None:
+    """Images on a GPU run every op's batch kernel on a batch of one; a CPU tensor handed to ``_apply``
+    takes that path here, and must give the pixels of the numpy path."""
+    policy = Policy(name="every-op", augment=TrivialAugment(ops=list(OPS), ranges="wide"),
+                    post=[OpCall(op="RandomCrop", probability=1.0, magnitude=0.25)])
+    images = photos(DRAW_AHEAD, 20, 36)
+    tensors, arrays = PolicyTransform(policy, seed=9), PolicyTransform(policy, seed=9)
+    through_torch = torch.stack([tensors._apply(image) for image in images])
+    through_numpy = torch.stack([torch.from_numpy(arrays._apply(image.numpy())) for image in images])
+    assert torch.equal(through_torch, through_numpy) and not torch.equal(through_torch, images)
