@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+from autoaug import mixing
 from autoaug.grid import digits_images
 from autoaug.mixing import BatchMixer, _cutmix_boxes, soft_cross_entropy, soft_targets
 from autoaug.policy import Labels, Mixing, Policy
@@ -161,7 +162,8 @@ def _reference_box(lam: float, u_y: float, u_x: float, height: int, width: int) 
 
 @pytest.mark.parametrize(("lam", "u_y", "u_x", "height", "width"), [
     (0.75, 0.5, 0.5, 32, 32), (0.5, 0.0, 0.99, 32, 32), (0.1, 0.9, 0.1, 16, 48), (0.99, 0.3, 0.7, 48, 16),
-    (0.0, 0.5, 0.5, 20, 30), (1.0, 0.2, 0.2, 32, 32)])
+    (0.0, 0.5, 0.5, 20, 30), (1.0, 0.2, 0.2, 32, 32),
+    (0.7, 0.5, 0.5, 32, 32), (1.0, 0.0, 0.0, 32, 32)])  # odd cut sides (17), an empty box at the corner
 def test_cutmix_boxes_are_the_papers(lam: float, u_y: float, u_x: float, height: int, width: int) -> None:
     box = _cutmix_boxes(torch.tensor([lam]), torch.tensor([[u_y, u_x]]), height, width)
     assert box[0].tolist() == _reference_box(lam, u_y, u_x, height, width)
@@ -253,3 +255,45 @@ def test_cutmix_on_non_square_one_channel_batches_through_the_mixer() -> None:
         assert torch.allclose(own[mixed], kept[mixed])
         pasted.append(1 - own[mixed])
     assert 0.25 < torch.cat(pasted).mean() < 0.35  # as the box draws for 16 x 48 (measured 0.295)
+
+
+def test_one_hot_targets_are_float_without_a_labels_section() -> None:
+    targets = soft_targets(torch.tensor([2, 0], dtype=torch.int16), 3)
+    assert targets.dtype == torch.float32 and torch.equal(targets, torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]))
+
+
+def test_mixed_batches_keep_their_dtype() -> None:
+    """Mixup of uint8 images stays uint8 (rounded), of float images float."""
+    for images in (digits(), digits().float() / 255):
+        out, _ = mixer(mixup_alpha=1.0, probability=1.0)(images, torch.arange(N))
+        assert out.dtype == images.dtype and not torch.equal(out, images)
+
+
+def test_a_pickled_mixer_starts_its_stream_again_from_its_seed() -> None:
+    """Ray pickles the mixer to each worker: every copy draws from the seed, not from where the driver was."""
+    used = mixer(seed=3, mixup_alpha=1.0, probability=1.0)
+    first = used._draw(8, 32, 32)["lam_mixup"]
+    assert not torch.equal(used._draw(8, 32, 32)["lam_mixup"], first)
+    copy = pickle.loads(pickle.dumps(used))
+    assert torch.equal(copy._draw(8, 32, 32)["lam_mixup"], first)
+
+
+def test_unseeded_mixers_draw_different_streams() -> None:
+    firsts = [mixer(seed=None, mixup_alpha=1.0, probability=1.0)._draw(4, 8, 8)["lam_mixup"] for _ in range(20)]
+    assert len({tuple(f.tolist()) for f in firsts}) == 20
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_alpha_below_one_gives_a_symmetric_u_shaped_lambda(kind: str, monkeypatch) -> None:
+    """Beta(0.3, 0.3): mean 1/2 and P(0.25 < λ < 0.75) = 0.234; a floor on either parameter skews or flattens it."""
+    seen = []
+
+    def boxes(lam: torch.Tensor, *args: object) -> torch.Tensor:
+        seen.append(lam)
+        return _cutmix_boxes(lam, *args)
+
+    monkeypatch.setattr(mixing, "_cutmix_boxes", boxes)
+    draws = mixer(**{f"{kind}_alpha": 0.3, "probability": 1.0})._draw(4000, 32, 32)
+    lam = draws["lam_mixup"] if kind == "mixup" else seen[0]
+    middle = ((lam > 0.25) & (lam < 0.75)).float().mean()
+    assert abs(lam.mean() - 0.5) < 0.03 and 0.21 < middle < 0.26
