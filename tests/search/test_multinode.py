@@ -56,7 +56,8 @@ def test_trials_spread_over_nodes_and_a_lost_node_loses_no_finished_trial(tmp_pa
     from autoaug.search.options import SearchOptions
     from autoaug.search.tune import run_search
 
-    monkeypatch.setenv(EPOCH_SECONDS_ENV, "0.3")  # the nodes' workers inherit it: trials overlap
+    # the nodes' workers inherit it: a trial (3 s) outlasts a loaded machine's actor start-up, so trials overlap
+    monkeypatch.setenv(EPOCH_SECONDS_ENV, "1.0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     doomed = [cluster.add_node(num_cpus=1) for _ in range(2)][-1]
     cluster.wait_for_nodes()
