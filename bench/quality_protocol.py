@@ -9,7 +9,8 @@ Everything runs through the `autoaug` CLI, as a user would run it:
   4. a table: mean, std, n and the standard error per policy, and whether the found policy's mean is at
      or above the best shipped policy's; written as quality.json and quality.md in --out
 
-  python bench/quality_protocol.py --preset cpu              # the CPU protocol of BENCHMARKS.md (~30 min idle)
+  python bench/quality_protocol.py --preset cpu              # the first CPU protocol of BENCHMARKS.md (~30 min idle)
+  python bench/quality_protocol.py --preset cpu4k            # the second: 4,000 images, 1,000 validation (~45 min)
   python bench/quality_protocol.py --preset gpu              # the GPU protocol: proxy search, PreAct-ResNet-18
   python bench/quality_protocol.py --preset gpu --smoke      # the same commands, tiny: checks the path works
   python bench/quality_protocol.py --preset cpu --print      # the exact commands, not run
@@ -64,6 +65,10 @@ PRESETS = {
     # 2,000 training images and a net that overfits them: strong policies have room to help
     "cpu": Preset(limit=2000, search_model="proxy_tiny", target_epochs=30, budget=24, val_size=400, top_k=2,
                   eval_model="proxy_tiny", eval_epochs=30, seeds=3, device="cpu"),
+    # the second CPU protocol: twice the data, a validation split of 1,000 and 3 head-to-head seeds, so that
+    # the search's final choice can resolve margins of a couple of points (the first could not)
+    "cpu4k": Preset(limit=4000, search_model="proxy_tiny", target_epochs=30, budget=24, val_size=1000, top_k=2,
+                    eval_model="proxy_tiny", eval_epochs=30, seeds=3, device="cpu", top_k_seeds=3),
     # the GPU protocol: search with the proxy net, then PreAct-ResNet-18, 80 epochs, 2 seeds
     "gpu": Preset(limit=None, search_model="proxy", target_epochs=40, budget=200, val_size=5000, top_k=3,
                   eval_model="preact_resnet18", eval_epochs=80, seeds=2, device="cuda"),

@@ -54,3 +54,15 @@ def test_a_partial_evaluation_gives_a_partial_table():
     rows, verdict = protocol.table({"results": [{"policy": "found", "accuracies": [0.6]}]}, "found")
     assert [r.n for r in rows] == [1] and verdict["margin"] is None
     assert "Not enough finished runs" in protocol.markdown(rows, verdict)
+
+
+def test_the_second_cpu_protocol_is_the_registered_one(tmp_path):
+    """BENCHMARKS.md's second pre-registered CPU protocol: 4,000 images, 1,000 validation, 3 head-to-head seeds."""
+    unpack, search, evaluate = protocol.commands(protocol.PRESETS["cpu4k"], tmp_path)
+    assert unpack[-2:] == ["--limit", "4000"] and unpack[-3].endswith(".data/cifar10-4k.npz")
+    text = " ".join(search)
+    for part in ("--space default", "--model proxy_tiny", "--target-epochs 30", "--budget 24", "--val-size 1000",
+                 "--top-k 2", "--top-k-seeds 3", "--device cpu", "--seed 0"):
+        assert part in text
+    assert set(protocol.SHIPPED) <= set(evaluate) and "--seeds 3" in " ".join(evaluate)
+    assert "--epochs 30" in " ".join(evaluate) and "--model proxy_tiny" in " ".join(evaluate)
