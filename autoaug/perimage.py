@@ -2,25 +2,26 @@
 
 On a 32x32 image an op's arithmetic takes microseconds; what costs is each call into torch.  So the
 parameters are drawn for ``DRAW_AHEAD`` images at once (the very draws ``BatchAugment`` makes for a
-batch of that many), and most ops are turned, for the whole block at once, into something numpy applies
-to one image in one step, computed by running the op's own batch kernel so the pixels cannot differ:
+batch of that many), and every op has a per-image form that numpy applies to one image in a few calls,
+with what it needs made for the whole block by the op's own batch kernel, so the pixels cannot differ:
 
 - a *point* op (the same function of each pixel value) becomes its table of 256 output levels: the
   kernel applied to the 256 levels;
 - a *geometric* op (nearest-neighbour warp) becomes, per output pixel, the number of the input pixel it
   takes (0 for the zero fill): the kernel applied to an image of pixel numbers;
+- Color and Sharpness become a 256x256 table of (pixel, luma) or (pixel, smoothing), made by the
+  kernels' own blend steps; Contrast keeps the part of its blend that the image's mean does not change;
 - crops, flips and erasing boxes become slices.
 
-- AutoContrast and Equalize are written again in numpy with the kernels' own steps (integer steps, or
-  float32 ones in the same order; tests compare them over every case that can arise).
-
-Color, Contrast and Sharpness run their batch kernel on a batch of one, as do ops with no entry here
-and images on a GPU.
+The image-wide quantities (luma, the 3x3 smoothing, AutoContrast's ranges, Equalize's histogram) are
+computed again in numpy with the kernels' own steps; tests compare them over every case that can arise.
+Images on a GPU run each op's batch kernel on a batch of one.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -106,12 +107,11 @@ def _crop(image: Image, offset: tuple[int, int]) -> Image:
     return out
 
 
-def _boxes(find: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]) -> Prepare:
-    def prepare(kernel: Callable[..., torch.Tensor], value: torch.Tensor, aux: torch.Tensor,
-                height: int, width: int) -> list[tuple[int, int, int, int]]:
-        return [tuple(box) for box in find(value, aux, height, width).tolist()]
-
-    return prepare
+def _boxes(find: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor],
+           kernel: Callable[..., torch.Tensor], value: torch.Tensor, aux: torch.Tensor,
+           height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """Per row, the (top, left, height, width) box that ``find`` (``autoaug.ops``' own box maker) gives."""
+    return [tuple(box) for box in find(value, aux, height, width).tolist()]
 
 
 def _erase(image: Image, box: tuple[int, int, int, int]) -> Image:
@@ -185,15 +185,13 @@ def luma(image: Image) -> np.ndarray:
     return np.floor((luma + blue * _BLUE).astype(np.float32))
 
 
-def _grid_table(step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> Prepare:
-    """Per row, ``[256, 256]`` uint8: ``step(pixel, other, value)`` for every pair of levels (pixel, other)."""
-    def prepare(kernel: Callable[..., torch.Tensor], value: torch.Tensor, aux: torch.Tensor,
+def _grid_table(step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                kernel: Callable[..., torch.Tensor], value: torch.Tensor, aux: torch.Tensor,
                 height: int, width: int) -> list[np.ndarray]:
-        pixel = torch.arange(256, dtype=torch.uint8).view(1, 1, 256, 1).expand(len(value), 1, 256, 256)
-        other = torch.arange(256, dtype=torch.float32).view(1, 1, 1, 256).expand(len(value), 1, 256, 256)
-        return list(step(pixel, other, value).reshape(len(value), 256, 256).numpy())
-
-    return prepare
+    """Per row, ``[256, 256]`` uint8: ``step(pixel, other, value)`` for every pair of levels (pixel, other)."""
+    pixel = torch.arange(256, dtype=torch.uint8).view(1, 1, 256, 1).expand(len(value), 1, 256, 256)
+    other = torch.arange(256, dtype=torch.float32).view(1, 1, 1, 256).expand(len(value), 1, 256, 256)
+    return list(step(pixel, other, value).reshape(len(value), 256, 256).numpy())
 
 
 def _color_step(pixel: torch.Tensor, grey: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -254,16 +252,21 @@ PER_IMAGE: dict[str, PerImageOp] = {
        for name in ("Brightness", "Posterize", "Solarize", "Invert")},
     **{name: PerImageOp(_source_pixels, _gather, by_value=True)
        for name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")},
-    "Color": PerImageOp(_grid_table(_color_step), _color, by_value=True),
-    "Sharpness": PerImageOp(_grid_table(_sharpen_step), _sharpness, by_value=True),
+    "Color": PerImageOp(partial(_grid_table, _color_step), _color, by_value=True),
+    "Sharpness": PerImageOp(partial(_grid_table, _sharpen_step), _sharpness, by_value=True),
     "Contrast": PerImageOp(_contrast_terms, _contrast, by_value=True),
     "AutoContrast": PerImageOp(_no_parameter, _autocontrast),
     "Equalize": PerImageOp(_no_parameter, _equalize),
     "HorizontalFlip": PerImageOp(_no_parameter, _flip),
     "RandomCrop": PerImageOp(_crop_offsets, _crop),
-    "Cutout": PerImageOp(_boxes(cutout_boxes), _erase),
-    "RandomErasing": PerImageOp(_boxes(erasing_boxes), _erase),
+    "Cutout": PerImageOp(partial(_boxes, cutout_boxes), _erase),
+    "RandomErasing": PerImageOp(partial(_boxes, erasing_boxes), _erase),
 }
+
+
+_missing = [name for name in OPS if name not in PER_IMAGE and name != "Identity"]
+if _missing:  # an op without a per-image form would fail only when a policy first draws it
+    raise ImportError(f"ops without a per-image form in autoaug.perimage: {', '.join(_missing)}")
 
 
 class DrawAhead:
@@ -280,13 +283,13 @@ class DrawAhead:
         return self.next >= self.size
 
     def apply_next(self, image: torch.Tensor | Image) -> torch.Tensor | Image:
-        """The next row's ops on one image: a numpy ``[C, H, W]`` (the fast path) or a tensor on any device."""
+        """The next row's ops on one image: a numpy ``[C, H, W]`` (the CPU path) or a tensor on any device."""
         row, self.next = self.next, self.next + 1
         for ops, value, aux, prepared in self.slots:
             op = ops[row]
             if op == IDENTITY:
                 continue
-            if isinstance(image, np.ndarray) and row in prepared:
+            if isinstance(image, np.ndarray):
                 image = PER_IMAGE[OP_NAMES[op]].apply(image, prepared[row])
             else:
                 image = _kernel_on_one(image, op, value[row:row + 1], aux[row:row + 1])
@@ -334,13 +337,9 @@ def _keep(entries: Any) -> None:
     _KEPT.update(entries)
 
 
-def _kernel_on_one(image: torch.Tensor | Image, op: int, value: torch.Tensor, aux: torch.Tensor) -> Any:
-    """The op's batch kernel on a batch of one; a numpy image goes in and comes out without a copy."""
-    kernel = OPS[OP_NAMES[op]].kernel
-    if isinstance(image, np.ndarray):
-        # kernels never write to their input; a flipped view (negative strides) must be copied for torch
-        return kernel(torch.from_numpy(np.require(image, requirements=("C", "W")))[None], value, aux)[0].numpy()
-    return kernel(image[None], value.to(image.device), aux.to(image.device))[0]
+def _kernel_on_one(image: torch.Tensor, op: int, value: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """The op's batch kernel on a batch of one (images on a GPU, where numpy cannot reach)."""
+    return OPS[OP_NAMES[op]].kernel(image[None], value.to(image.device), aux.to(image.device))[0]
 
 
 def pil_to_array(image: PIL.Image.Image) -> Image:

@@ -23,7 +23,12 @@ def test_autocontrast_in_numpy_equals_the_kernel_for_every_low_high_pair() -> No
     channels = levels.clamp(low[:, None], high[:, None]).to(torch.uint8)  # spans exactly [low, high]
     image = channels[:, None, :]  # [pairs, 1, 256]
     expected = OPS["AutoContrast"].kernel(image[None], torch.zeros(1), torch.zeros(1, 0))[0]
-    assert np.array_equal(perimage._autocontrast(image.numpy(), None), expected.numpy())
+    tables = perimage.stretch_tables(low.numpy(), high.numpy())
+    assert tables.dtype == np.uint8
+    assert np.array_equal(np.take_along_axis(tables, channels.long().numpy(), axis=1), expected[:, 0].numpy())
+    perimage._STRETCH.clear()  # through the kept tables too, from none kept
+    out = perimage._autocontrast(image.numpy(), None)
+    assert out.dtype == np.uint8 and np.array_equal(out, expected.numpy())
 
 
 def _equalize_cases() -> list[torch.Tensor]:
@@ -39,7 +44,8 @@ def _equalize_cases() -> list[torch.Tensor]:
 
 def test_equalize_in_numpy_equals_torchvision() -> None:
     for image in _equalize_cases():
-        assert np.array_equal(perimage._equalize(image.numpy(), None), F.equalize(image).numpy())
+        out = perimage._equalize(image.numpy(), None)
+        assert out.dtype == np.uint8 and np.array_equal(out, F.equalize(image).numpy())
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -92,7 +98,7 @@ def test_integer_smoothing_equals_the_kernels_rounded_convolution_in_every_case(
 
 
 @pytest.mark.parametrize("name", ["Color", "Contrast", "Sharpness", "AutoContrast", "Equalize"])
-@pytest.mark.parametrize("size", [(7, 9), (24, 40), (33, 31)])
+@pytest.mark.parametrize("size", [(7, 9), (24, 40), (33, 31), (3, 5), (5, 3), (2, 6)])
 def test_whole_image_ops_equal_their_kernels(name: str, size: tuple[int, int]) -> None:
     """Ops that read the whole image, on real photos (RGB and grey) of sizes whose pixel counts are not
     powers of two, at values across the widest range and both signs."""
@@ -105,6 +111,7 @@ def test_whole_image_ops_equal_their_kernels(name: str, size: tuple[int, int]) -
             aux = torch.zeros(len(batch), ops.AUX_DRAWS)
             params = form.prepare(kernel, value, aux, *size)
             out = np.stack([form.apply(image.numpy(), param) for image, param in zip(batch, params)])
+            assert out.dtype == np.uint8, name
             assert np.array_equal(out, kernel(batch, value, aux).numpy()), f"{name} at {value[0].item()}"
 
 
