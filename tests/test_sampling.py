@@ -87,6 +87,22 @@ def test_same_seed_same_pixels_and_different_seed_different(name: str) -> None:
     assert torch.equal(apply_plan(images, plan_for(policy, 64, seed=3)), apply_plan(images, plan_for(policy, 64, seed=3)))
 
 
+NARROW = Policy(name="narrow", augment=TrivialAugment(magnitude_min=0.41, magnitude_max=0.42))  # between bins 0.40, 0.43
+
+
+@pytest.mark.parametrize("name", ["trivialaugment-wide", "autoaugment-cifar10", "randaugment", "narrow"])
+def test_a_seeded_plan_draws_nothing_from_the_global_generator(name: str) -> None:
+    """The same seed gives the same plan whatever torch's global generator holds (every draw is seeded)."""
+    policy = NARROW if name == "narrow" else load_policy(name)
+    plans = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        plans.append(plan_for(policy, 256, seed=4))
+    for first, again in zip(plans[0].slots, plans[1].slots):
+        assert torch.equal(first.op, again.op) and torch.equal(first.value, again.value)
+        assert torch.equal(first.aux, again.aux) and torch.equal(first.magnitude, again.magnitude)
+
+
 def test_apply_plan_equals_image_by_image_replay() -> None:
     """Grouping images by op (one kernel call per op) must put every image back in its own place."""
     images = photo_batch(96, 24, 40)
@@ -153,6 +169,10 @@ def test_trivialaugment_magnitude_window() -> None:
     assert set(bins.tolist()) == set(range(6, 16))
     fixed = Policy(name="ta", augment=TrivialAugment(magnitude_min=0.4, magnitude_max=0.4, magnitude_bins=11))
     assert torch.allclose(plan_for(fixed, 100).slots[0].magnitude, torch.tensor(0.4))
+    # a window holding exactly one bin (0.4 of 11) draws that bin, never a value beside it
+    one_bin = Policy(name="ta", augment=TrivialAugment(magnitude_min=0.39, magnitude_max=0.41, magnitude_bins=11))
+    drawn = plan_for(one_bin, 100).slots[0].magnitude
+    assert len(set(drawn.tolist())) == 1 and drawn[0].item() == pytest.approx(0.4, abs=1e-7)
 
 
 def test_randaugment_magnitude_is_fixed_and_ops_uniform() -> None:
