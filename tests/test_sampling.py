@@ -299,3 +299,39 @@ def test_subpolicy_ops_apply_at_their_declared_probability(name: str) -> None:
             bound = 4.5 * (call.probability * (1 - call.probability) / n) ** 0.5
             assert abs(rate - call.probability) <= bound, (k, call.op, rate, call.probability)
             assert torch.equal(slot.op[mine], torch.where(slot.applied[mine], INDEX[call.op], IDENTITY))
+
+
+def test_visible_fraction_follows_only_the_occluding_rows_of_a_mixed_slot() -> None:
+    """One TrivialAugment slot over every op: rows that drew a colour or warp op stay fully visible
+    (the fraction follows the pixels, not Rotate's or Invert's effect on a mask), rows that drew Cutout,
+    RandomErasing or RandomCrop lose what the pixels lose."""
+    policy = Policy(name="mixed", augment=TrivialAugment(ops=list(OPS), ranges="wide"))
+    plan = plan_for(policy, 600)
+    slot, visible = plan.slots[0], visible_fraction(plan)
+    occluding = torch.isin(slot.op, torch.tensor([INDEX[n] for n in ("Cutout", "RandomErasing", "RandomCrop")]))
+    assert occluding.any() and (~occluding).any()
+    assert torch.equal(visible[~occluding], torch.ones(int((~occluding).sum())))
+    assert (visible[occluding] < 1).float().mean() > 0.5  # holes and padding were made
+
+
+def test_a_schedule_plan_without_progress_is_the_first_phase() -> None:
+    first = Policy(name="ta", augment=TrivialAugment(ops=["Invert"]))
+    later = Policy(name="ta", augment=TrivialAugment(ops=["Equalize"]))
+    schedule = Policy.model_validate({"name": "s", "augment": {"kind": "schedule", "phases": [
+        {"start_fraction": 0.0, "end_fraction": 0.5, "augment": first.augment.model_dump()},
+        {"start_fraction": 0.5, "end_fraction": 1.0, "augment": later.augment.model_dump()}]}})
+    chosen = sample_plan(schedule, 50, 32, 32, torch.Generator().manual_seed(0)).slots[0].chosen
+    assert set(chosen.tolist()) == {INDEX["Invert"]}
+
+
+def test_off_bin_native_values_run_from_each_ranges_low_to_its_high() -> None:
+    """Hand-worked: Solarize's threshold falls from 1 to 0 (0.75 at magnitude 0.25); RandomErasing's area
+    runs from 0.02 to 0.4 (0.21 at 0.5); Rotate 0 to 30 degrees (7.5 at 0.25), between bins."""
+    from autoaug.sampling import native_values
+
+    assert native_values(["Solarize", "Rotate"], 0.25, range_set="standard", bins=None, height=32,
+                         width=32).tolist() == pytest.approx([0.75, 7.5])
+    assert native_values(["RandomErasing"], 0.5, range_set="standard", bins=None, height=32,
+                         width=32).tolist() == pytest.approx([0.21])
+    assert native_values(["Solarize"], 0.2501, range_set="standard", bins=31, height=32,
+                         width=32).tolist() == pytest.approx([0.7499], abs=1e-6)
