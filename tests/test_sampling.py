@@ -335,3 +335,10 @@ def test_off_bin_native_values_run_from_each_ranges_low_to_its_high() -> None:
                          width=32).tolist() == pytest.approx([0.21])
     assert native_values(["Solarize"], 0.2501, range_set="standard", bins=31, height=32,
                          width=32).tolist() == pytest.approx([0.7499], abs=1e-6)
+
+
+def test_pre_and_post_ops_take_the_standard_ranges() -> None:
+    """A Rotate in ``post`` at magnitude 0.5 turns 15 degrees (standard: 0-30), not 67.5 (wide: 0-135)."""
+    policy = Policy(name="post-rotate", post=[OpCall(op="Rotate", probability=1.0, magnitude=0.5)])
+    value = plan_for(policy, 64).slots[0].value.abs()
+    assert torch.allclose(value, torch.full((64,), 15.0))
