@@ -12,7 +12,8 @@ Parts, each in a process of its own under its own time limit (a part cut off kee
   TA-wide, and augmentation's share of a step (bench/train_throughput.py).
 - ``search``: a search of 200 proxy trials (Nevergrad + ASHA): trials/h, GPU utilisation, and the
   aggregate training images/s against one trainer alone (bench/search_throughput.py).
-- ``quality``: the search-quality protocol cut to fit (``bench/quality_protocol.py --smoke``), where
+- ``quality``: the search-quality protocol cut to fit (``bench/quality_protocol.py --preset gpu --smoke``;
+  the CPU preset in the smoke run), where
   that file exists; the full protocol is a second, separately timed command (see bench/README.md).
 
 Writes ``suite.json`` and ``suite.md`` (a table ready for BENCHMARKS.md) under ``--out``, and prints the table.
@@ -191,7 +192,9 @@ def part_quality(args: argparse.Namespace, sizes: dict, rows: Rows) -> None:
     takes_data = args.data and '"--data"' in script.read_text()  # written apart from this suite
     folder = Path(args.out) / "quality"  # a fresh run each time: the protocol refuses a used folder
     shutil.rmtree(folder, ignore_errors=True)
+    # on the GPU machine, the GPU protocol cut to fit; in the CPU smoke run, the CPU one
     command = [sys.executable, str(script), "--smoke", "--out", str(folder)]
+    command += [] if args.smoke else ["--preset", "gpu"]
     command += ["--data", args.data] if takes_data else []
     done = subprocess.run(command, capture_output=True, text=True)
     rows.add(command=" ".join(command[1:]), returncode=done.returncode, output_tail=done.stdout[-3000:],

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,3 +50,17 @@ def test_a_part_past_its_limit_is_cut_and_reported(tmp_path):
     assert result["status"] == "cut at its 0.5 s limit" and result["rows"] == []
     assert "cut at its 0.5 s limit" in gpu_suite.markdown({"machine": "m", "date": "d", "smoke": True, "seconds": 1.0,
                                                            "parts": [result]})
+
+
+def test_the_quality_part_runs_the_gpu_protocol_on_the_gpu_and_the_cpu_one_in_the_smoke_run(tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(gpu_suite, "_quality_data_present", lambda: True)
+    monkeypatch.setattr(gpu_suite.subprocess, "run",
+                        lambda command, **kwargs: commands.append(command) or SimpleNamespace(returncode=0, stdout="",
+                                                                                             stderr=""))
+    for smoke in (False, True):
+        args = gpu_suite.argparse.Namespace(device="cuda", smoke=smoke, data=None, out=str(tmp_path))
+        gpu_suite.part_quality(args, {}, gpu_suite.Rows(tmp_path / f"quality-{smoke}.jsonl"))
+    full, smoke_run = commands
+    assert full[-2:] == ["--preset", "gpu"] and "--smoke" in full and "--preset" not in smoke_run
+    assert full[full.index("--out") + 1] == str(tmp_path / "quality")
