@@ -15,12 +15,14 @@ sys.modules["quality_protocol"] = protocol  # dataclasses look their module up w
 _SPEC.loader.exec_module(protocol)
 
 
-def test_the_cpu_commands_are_the_registered_ones(tmp_path):
-    unpack, search, evaluate = protocol.commands(protocol.PRESETS["cpu"], tmp_path)
-    assert unpack[-2:] == ["--limit", "2000"] and unpack[-3].endswith(".data/cifar10-2k.npz")
+# BENCHMARKS.md's two pre-registered CPU protocols: (preset, images, validation images, head-to-head seeds)
+@pytest.mark.parametrize("preset, limit, val_size, top_k_seeds", [("cpu", 2000, 400, 2), ("cpu4k", 4000, 1000, 3)])
+def test_the_cpu_commands_are_the_registered_ones(tmp_path, preset, limit, val_size, top_k_seeds):
+    unpack, search, evaluate = protocol.commands(protocol.PRESETS[preset], tmp_path)
+    assert unpack[-2:] == ["--limit", str(limit)] and unpack[-3].endswith(f".data/cifar10-{limit // 1000}k.npz")
     text = " ".join(search)
-    for part in ("--space default", "--model proxy_tiny", "--target-epochs 30", "--budget 24", "--val-size 400",
-                 "--top-k 2", "--top-k-seeds 2", "--device cpu", "--seed 0"):
+    for part in ("--space default", "--model proxy_tiny", "--target-epochs 30", "--budget 24",
+                 f"--val-size {val_size}", "--top-k 2", f"--top-k-seeds {top_k_seeds}", "--device cpu", "--seed 0"):
         assert part in text
     assert evaluate[evaluate.index("evaluate") + 1] == str(tmp_path / "search" / "policy.json")
     assert set(protocol.SHIPPED) <= set(evaluate) and "--seeds 3" in " ".join(evaluate)
@@ -55,14 +57,3 @@ def test_a_partial_evaluation_gives_a_partial_table():
     assert [r.n for r in rows] == [1] and verdict["margin"] is None
     assert "Not enough finished runs" in protocol.markdown(rows, verdict)
 
-
-def test_the_second_cpu_protocol_is_the_registered_one(tmp_path):
-    """BENCHMARKS.md's second pre-registered CPU protocol: 4,000 images, 1,000 validation, 3 head-to-head seeds."""
-    unpack, search, evaluate = protocol.commands(protocol.PRESETS["cpu4k"], tmp_path)
-    assert unpack[-2:] == ["--limit", "4000"] and unpack[-3].endswith(".data/cifar10-4k.npz")
-    text = " ".join(search)
-    for part in ("--space default", "--model proxy_tiny", "--target-epochs 30", "--budget 24", "--val-size 1000",
-                 "--top-k 2", "--top-k-seeds 3", "--device cpu", "--seed 0"):
-        assert part in text
-    assert set(protocol.SHIPPED) <= set(evaluate) and "--seeds 3" in " ".join(evaluate)
-    assert "--epochs 30" in " ".join(evaluate) and "--model proxy_tiny" in " ".join(evaluate)
