@@ -30,7 +30,7 @@ import torch
 
 from autoaug.ops import (OPS, blend, blend_terms, crop_offset, crop_padding, cutout_boxes, erasing_boxes, finish_blend,
                          sharpen)
-from autoaug.sampling import IDENTITY, OP_NAMES, Plan
+from autoaug.sampling import IDENTITY, OP_NAMES, Plan, Slot
 
 DRAW_AHEAD = 64
 Image = np.ndarray  # uint8 [C, H, W], possibly a read-only view
@@ -274,9 +274,7 @@ class DrawAhead:
 
     def __init__(self, key: tuple[Any, ...], plan: Plan) -> None:
         self.key, self.next, self.size = key, 0, plan.size
-        self.slots = [(slot.op.tolist(), slot.value, slot.aux, _prepare(slot.op.cpu(), slot.value.cpu(),
-                                                                       slot.aux.cpu(), plan))
-                      for slot in plan.slots]
+        self.slots = [(slot.op.tolist(), slot.value, slot.aux, _steps(slot, plan)) for slot in plan.slots]
 
     @property
     def empty(self) -> bool:
@@ -285,45 +283,52 @@ class DrawAhead:
     def apply_next(self, image: torch.Tensor | Image) -> torch.Tensor | Image:
         """The next row's ops on one image: a numpy ``[C, H, W]`` (the CPU path) or a tensor on any device."""
         row, self.next = self.next, self.next + 1
-        for ops, value, aux, prepared in self.slots:
-            op = ops[row]
-            if op == IDENTITY:
-                continue
+        for ops, value, aux, steps in self.slots:
             if isinstance(image, np.ndarray):
-                image = PER_IMAGE[OP_NAMES[op]].apply(image, prepared[row])
-            else:
-                image = _kernel_on_one(image, op, value[row:row + 1], aux[row:row + 1])
+                step = steps[row]
+                image = image if step is None else step[0](image, step[1])
+            elif ops[row] != IDENTITY:
+                image = _kernel_on_one(image, ops[row], value[row:row + 1], aux[row:row + 1])
         return image
 
 
-def _prepare(op: torch.Tensor, value: torch.Tensor, aux: torch.Tensor, plan: Plan) -> dict[int, Any]:
-    """Row -> per-image parameter, for every row whose op has a per-image form, one kernel call per op."""
-    prepared: dict[int, Any] = {}
-    for index in torch.unique(op).tolist():
+def _steps(slot: Slot, plan: Plan) -> list[tuple[Apply, Any] | None]:
+    """Per row, the numpy step and its parameter (None for Identity), made one kernel call per op.
+
+    Only a plan drawn on the CPU has them: images on a GPU run the batch kernels instead.
+    """
+    steps: list[tuple[Apply, Any] | None] = [None] * plan.size
+    if slot.op.device.type != "cpu":
+        return steps
+    for index in torch.unique(slot.op).tolist():
+        if index == IDENTITY:
+            continue
         name = OP_NAMES[index]
-        form = PER_IMAGE.get(name)
-        if index == IDENTITY or form is None:
-            continue
-        rows = torch.nonzero(op == index).flatten().tolist()
-        if not form.by_value:
-            rows_t = torch.tensor(rows)
-            values = form.prepare(OPS[name].kernel, value[rows_t], aux[rows_t], plan.height, plan.width)
-            prepared.update(zip(rows, values))
-            continue
-        keys = [(name, v, plan.height, plan.width) for v in value[rows].tolist()]
-        first_row = {}
-        for row, key in zip(rows, keys):
-            first_row.setdefault(key, row)
-        known = {key: _KEPT[key] for key in first_row if key in _KEPT}
-        missing = [key for key in first_row if key not in known]
-        if missing:
-            firsts = torch.tensor([first_row[key] for key in missing])
-            fresh = dict(zip(missing, form.prepare(OPS[name].kernel, value[firsts], aux[firsts],
-                                                   plan.height, plan.width)))
-            _keep(fresh)
-            known.update(fresh)
-        prepared.update((row, known[key]) for row, key in zip(rows, keys))
-    return prepared
+        form, rows = PER_IMAGE[name], torch.nonzero(slot.op == index).flatten()
+        make = _kept if form.by_value else _made
+        for row, parameter in zip(rows.tolist(), make(name, form, slot.value[rows], slot.aux[rows], plan)):
+            steps[row] = (form.apply, parameter)
+    return steps
+
+
+def _made(name: str, form: PerImageOp, value: torch.Tensor, aux: torch.Tensor, plan: Plan) -> list[Any]:
+    return form.prepare(OPS[name].kernel, value, aux, plan.height, plan.width)
+
+
+def _kept(name: str, form: PerImageOp, value: torch.Tensor, aux: torch.Tensor, plan: Plan) -> list[Any]:
+    """``_made``, but each distinct value's parameter is made once and kept for the blocks that follow."""
+    keys = [(name, v, plan.height, plan.width) for v in value.tolist()]
+    first = {}
+    for position, key in enumerate(keys):
+        first.setdefault(key, position)
+    known = {key: _KEPT[key] for key in first if key in _KEPT}
+    missing = [key for key in first if key not in known]
+    if missing:
+        rows = torch.tensor([first[key] for key in missing])
+        fresh = dict(zip(missing, _made(name, form, value[rows], aux[rows], plan)))
+        _keep(fresh)
+        known.update(fresh)
+    return [known[key] for key in keys]
 
 
 # (op, value, height, width) -> parameter of the ops whose parameter depends on nothing else

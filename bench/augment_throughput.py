@@ -169,29 +169,34 @@ def main() -> None:
     batch = {"cpu": 512 if args.quick else 8192, "cuda": 4096 if args.quick else 65536}
     reps = 2 if args.quick else 5
     loader_images, epochs = (1024, 1) if args.quick else (16384, 2)
-    images = load_images(args.data, max(loader_images, 8192))
+    count, rounds = (256, 3) if args.quick else (2048, 7)
+    images = load_images(args.data, count if args.per_image else max(loader_images, 8192))
     load = f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"{datetime.date.today()}  {_machine(devices)}  torch {torch.__version__}  data: {args.data} 32x32  {load}")
-    print(f"ours: batches of {', '.join(f'{batch[d.type]} on {d}' for d in devices)}, median of 3 x {reps} after a "
-          f"warm-up; "
-          f"torchvision: DataLoader, {os.cpu_count()} workers, batch 512, {epochs} x {loader_images} images")
-    header = f"{'policy (+ crop, flip)':<26}{'torchvision':>13}" + "".join(f"{'ours ' + str(d):>14}" for d in devices)
-    print(header + "".join(f"{'ours/tv ' + d.type:>13}" for d in devices))
-    for name, make_policy in POLICIES.items() if not args.per_image else ():
-        theirs = torchvision_loader(make_policy, images[:loader_images], epochs)
-        rates = [ours(crop_flip_policy(name), images, d, batch[d.type], reps) for d in devices]
-        print(f"{name:<26}{theirs:>13,.0f}" + "".join(f"{r:>14,.0f}" for r in rates)
-              + "".join(f"{r / theirs:>12.1f}x" for r in rates), flush=True)
     if not args.per_image:
-        rates = [ours(load_policy("trivialaugment-wide"), images, d, batch[d.type], reps) for d in devices]
-        print(f"{'trivialaugment-wide+Cutout':<26}{'-':>13}" + "".join(f"{r:>14,.0f}" for r in rates))
-    count, rounds = (256, 3) if args.quick else (2048, 7)
+        batched_table(images, devices, batch, reps, loader_images, epochs)
     print(f"\nper image: 32x32 PIL, one thread, median of {rounds} alternating rounds of {count} images")
     print(f"{'policy (alone)':<26}{'torchvision':>13}{'PolicyTransform':>17}{'ours/tv':>10}")
     for name, make_policy in POLICIES.items():
         theirs, rate = per_image(make_policy, policy_only(name), images[:count], rounds)
         print(f"{name:<26}{theirs:>13,.0f}{rate:>17,.0f}{rate / theirs:>9.2f}x", flush=True)
 
+
+def batched_table(images: torch.Tensor, devices: list[torch.device], batch: dict[str, int], reps: int,
+                  loader_images: int, epochs: int) -> None:
+    """Our batched policies on each device against torchvision's per-image transforms in a DataLoader."""
+    print(f"ours: batches of {', '.join(f'{batch[d.type]} on {d}' for d in devices)}, median of 3 x {reps} after a "
+          f"warm-up; "
+          f"torchvision: DataLoader, {os.cpu_count()} workers, batch 512, {epochs} x {loader_images} images")
+    header = f"{'policy (+ crop, flip)':<26}{'torchvision':>13}" + "".join(f"{'ours ' + str(d):>14}" for d in devices)
+    print(header + "".join(f"{'ours/tv ' + d.type:>13}" for d in devices))
+    for name, make_policy in POLICIES.items():
+        theirs = torchvision_loader(make_policy, images[:loader_images], epochs)
+        rates = [ours(crop_flip_policy(name), images, d, batch[d.type], reps) for d in devices]
+        print(f"{name:<26}{theirs:>13,.0f}" + "".join(f"{r:>14,.0f}" for r in rates)
+              + "".join(f"{r / theirs:>12.1f}x" for r in rates), flush=True)
+    rates = [ours(load_policy("trivialaugment-wide"), images, d, batch[d.type], reps) for d in devices]
+    print(f"{'trivialaugment-wide+Cutout':<26}{'-':>13}" + "".join(f"{r:>14,.0f}" for r in rates))
 
 if __name__ == "__main__":
     main()

@@ -186,28 +186,27 @@ def part_quality(args: argparse.Namespace, sizes: dict, rows: Rows) -> None:
     if not script.exists():
         rows.add(skipped=f"{script.name} is not in this checkout: no quality figures")
         return
-    if not args.data and not _quality_data_present():
+    # on the GPU machine, the GPU protocol cut to fit; in the CPU smoke run, the CPU one
+    preset = "cpu" if args.smoke else "gpu"
+    if not _quality_data_present(preset):
         rows.add(skipped="no CIFAR-10 JPEG pack (../shared/data or shared/data): no quality figures")
         return
-    takes_data = args.data and '"--data"' in script.read_text()  # written apart from this suite
     folder = Path(args.out) / "quality"  # a fresh run each time: the protocol refuses a used folder
     shutil.rmtree(folder, ignore_errors=True)
-    # on the GPU machine, the GPU protocol cut to fit; in the CPU smoke run, the CPU one
     command = [sys.executable, str(script), "--smoke", "--out", str(folder)]
-    command += [] if args.smoke else ["--preset", "gpu"]
-    command += ["--data", args.data] if takes_data else []
+    command += [] if args.smoke else ["--preset", preset]
     done = subprocess.run(command, capture_output=True, text=True)
     rows.add(command=" ".join(command[1:]), returncode=done.returncode, output_tail=done.stdout[-3000:],
              error_tail=done.stderr[-1500:])
 
 
-def _quality_data_present() -> bool:
+def _quality_data_present(preset: str) -> bool:
     """Whether the quality protocol finds its data: the unpacked file, or the pack to unpack it from."""
     import dataclasses
 
     import quality_protocol as protocol  # beside this file
 
-    smoke = dataclasses.replace(protocol.PRESETS["cpu"], **protocol.SMOKE)
+    smoke = dataclasses.replace(protocol.PRESETS[preset], **protocol.SMOKE)
     return protocol.UNPACK.exists() or protocol.data_file(smoke).exists()
 
 

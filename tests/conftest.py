@@ -46,7 +46,11 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def fresh_range_tables() -> None:
-    """Each test builds the sampler's cached magnitude tables anew, so that a test never relies on tables
-    another test built (and mutation testing, which forks after a clean run, sees its mutant act)."""
+    """Each test builds the sampler's cached magnitude tables, and the per-image path's kept tables and
+    maps, anew, so that a test never relies on tables another test built (and mutation testing, which
+    forks after a clean run, sees its mutant act)."""
+    from autoaug import perimage
     from autoaug.sampling import range_table
     range_table.cache_clear()
+    perimage._KEPT.clear()
+    perimage._STRETCH.clear()

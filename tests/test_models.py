@@ -22,14 +22,9 @@ REQUIRED = ("resnet18", "resnet34", "resnet50", "preact_resnet18", "wrn_28_10", 
             "resnext29_8x64d", "se_resnet18", "eca_resnet18", "densenet_bc_100", "shufflenet_v2", "ghostnet", "proxy")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # batch-2 forwards are too small to split across threads, and on a busy machine two spinning
-    # OpenMP threads per process made these tests ten times slower than one
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# batch-2 forwards are too small to split across threads, and on a busy machine two spinning
+# OpenMP threads per process made these tests ten times slower than one
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _conv_calls(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[tuple[nn.Module, int, int]]]:

@@ -16,12 +16,7 @@ from autoaug.trainer import Normalizer, TrainConfig, Trainer, calibration_batche
 from autoaug.widthres import SandwichStep, check_slimmable, evaluate_grid, recalibrate_batch_norm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small batches: a second thread costs more than it gives
 
 
 def _slim(widths=(0.25, 0.5, 1.0)) -> nn.Module:

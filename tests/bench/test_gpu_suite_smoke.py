@@ -39,7 +39,7 @@ def test_the_whole_smoke_suite_writes_every_parts_figures(tmp_path):
     assert search["trials"] == 4 and search["trials_per_hour"] > 0
     quality = rows["quality"][0]
     if "skipped" in quality:  # a checkout without the CIFAR-10 pack beside it
-        assert not gpu_suite._quality_data_present()
+        assert not gpu_suite._quality_data_present("cpu")
     else:
         assert quality["returncode"] == 0 and "margin" in quality["output_tail"], quality
 
@@ -54,7 +54,7 @@ def test_a_part_past_its_limit_is_cut_and_reported(tmp_path):
 
 def test_the_quality_part_runs_the_gpu_protocol_on_the_gpu_and_the_cpu_one_in_the_smoke_run(tmp_path, monkeypatch):
     commands = []
-    monkeypatch.setattr(gpu_suite, "_quality_data_present", lambda: True)
+    monkeypatch.setattr(gpu_suite, "_quality_data_present", lambda preset: True)
     monkeypatch.setattr(gpu_suite.subprocess, "run",
                         lambda command, **kwargs: commands.append(command) or SimpleNamespace(returncode=0, stdout="",
                                                                                              stderr=""))
