@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from autoaug.errors import AutoaugError
 from autoaug.policy import Policy, Provenance, Schedule, SchedulePhase, load_policy
+from autoaug import results
 from autoaug.results import read_trials, write_json, write_parquet  # read_trials: re-exported
 from autoaug.search.options import SearchOptions, parse_budget, read_run
 from autoaug.search.seeds import seed_of
@@ -98,20 +99,10 @@ def config_columns(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_configs(rows: list[dict[str, Any]], space: SearchSpace) -> dict[str, dict[str, Any]]:
-    """Each trial's config, read back from the ``config.<name>`` columns of its rows (see config_columns)."""
-    configs: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row["trial_id"] in configs or any(f"config.{k}" not in row for k in space.domains):
-            continue
-        configs[row["trial_id"]] = {key: _column_value(row[f"config.{key}"], domain.choices)
-                                    for key, domain in space.domains.items()}
-    return configs
-
-
-def _column_value(value: Any, choices: tuple[Any, ...]) -> Any:
-    if isinstance(value, str) and any(isinstance(c, (list, dict)) for c in choices):
-        return json.loads(value)
-    return value
+    """Each trial's config over ``space``'s parameters (``autoaug.results.trial_configs`` of its rows), for
+    the trials whose rows carry every one of them."""
+    return {trial: {key: config[key] for key in space.domains}
+            for trial, config in results.trial_configs(rows).items() if all(key in config for key in space.domains)}
 
 
 def full_length_scores(rows: list[dict[str, Any]], epochs: int) -> dict[str, float]:
