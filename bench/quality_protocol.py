@@ -22,6 +22,7 @@ The GPU suite calls `main(["--preset", "gpu", ...])` or runs this file.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -38,7 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 UNPACK = next((path for path in (ROOT.parent / "shared" / "data" / "unpack_cifar10.py",
                                  ROOT / "shared" / "data" / "unpack_cifar10.py") if path.exists()),
               ROOT.parent / "shared" / "data" / "unpack_cifar10.py")
-AUTOAUG = [sys.executable, "-m", "autoaug_cli"]  # the `autoaug` command of this interpreter's install
+# the `autoaug` command of this interpreter's install, else of this checkout (PYTHONPATH=. on the GPU machine)
+AUTOAUG = ([sys.executable, "-m", "autoaug_cli"] if importlib.util.find_spec("autoaug_cli")
+           else [sys.executable, str(ROOT / "bench" / "autoaug_here.py")])
 SHIPPED = ("cropflip", "trivialaugment-wide", "randaugment", "autoaugment-cifar10", "autoaugment-svhn",
            "autoaugment-imagenet")
 

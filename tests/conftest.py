@@ -1,4 +1,4 @@
-"""Shared pytest options: slow tests are opt-in with --runslow."""
+"""Shared pytest options: slow tests are opt-in with --runslow, device tests with --device cuda."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -19,6 +19,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
     parser.addoption("--browser", action="store_true", default=False,
                      help="also run tests marked browser (report.html in headless Chromium)")
+    parser.addoption("--device", default="cpu", help="device of the device tests (tests/test_device.py), e.g. cuda")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The device named by --device; tests that compare it with the CPU skip when it is the CPU."""
+    chosen = torch.device(request.config.getoption("--device"))
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("--device cuda: no CUDA device here")
+    return chosen
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
