@@ -166,6 +166,9 @@ class PolicyTransform(v2.Transform):
             return self.transform(inputs[0], {})
         return super().forward(*inputs)
 
+    def _transform(self, inpt: Any, params: dict[str, Any]) -> Any:  # the name torchvision < 0.21 calls
+        return self.transform(inpt, params)
+
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, PIL.Image.Image):
             return array_to_pil(self._apply(pil_to_array(inpt if inpt.mode in ("RGB", "L") else inpt.convert("RGB"))))

@@ -135,6 +135,13 @@ class PlanTransform(v2.Transform):
         height, width = F.get_size(flat_inputs[0])
         return {"plan": self.sample(height, width)}
 
+    # torchvision < 0.21 calls these private names (0.21 made them public as make_params/transform)
+    def _get_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return self.make_params(flat_inputs)
+
+    def _transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self.transform(inpt, params)
+
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, PIL.Image.Image):
             image = F.pil_to_tensor(inpt if inpt.mode in ("RGB", "L") else inpt.convert("RGB"))
