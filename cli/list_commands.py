@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autoaug.errors import AutoaugError, UnknownNameError
+from autoaug.model_specs import MODEL_SIZES, NUM_CLASSES
 from autoaug.op_specs import OPS, NativeRange
 from autoaug.policy import load_policy
 from autoaug.resources import shipped_policies
@@ -42,28 +43,13 @@ def policies_table() -> Table:
     return table
 
 
-def _parameter_count(name: str) -> int:
-    """Parameters with 10 classes; built on the meta device (no memory, no init) where the model allows."""
-    import torch  # only this listing builds networks
-
-    from autoaug.models import build_model, count_parameters
-
-    try:
-        with torch.device("meta"):
-            return count_parameters(build_model(name, num_classes=10))
-    except (RuntimeError, NotImplementedError, TypeError, ValueError):
-        return count_parameters(build_model(name, num_classes=10))
-
-
 def models_table() -> Table:
-    from autoaug.models import MODELS, list_models  # imports torch: only when models are listed
-
-    table = Table(title="models (parameters with 10 classes)")
+    table = Table(title=f"models (parameters with {NUM_CLASSES} classes)")
     for name in ("name", "parameters", "published"):
         table.add_column(name, justify="left" if name == "name" else "right")
-    for name in list_models():
-        published = MODELS[name].published_params
-        table.add_row(name, f"{_parameter_count(name):,}", f"{round(published):,}" if published else "-")
+    for name in sorted(MODEL_SIZES):
+        size = MODEL_SIZES[name]
+        table.add_row(name, f"{size.parameters:,}", f"{round(size.published):,}" if size.published else "-")
     return table
 
 

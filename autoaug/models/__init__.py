@@ -26,22 +26,23 @@ class Builder(Protocol):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One registry entry: how to build the model, and what the literature says it should weigh."""
+    """One registry entry: how to build the model (its parameter count is in ``autoaug.model_specs``)."""
 
     name: str
     builder: Builder
-    published_params: float | None = None  # at 10 classes and 32x32, where a paper or reference gives it
     slimmable: bool = False  # built with slimmable=True, has ``set_width`` (MutualNet training)
 
 
 MODELS = Registry("model")
 
 
-def register_model(name: str, *, published_params: float | None = None,
-                   slimmable: bool = False) -> Callable[[Builder], Builder]:
-    """Decorator (or call on a ``functools.partial``) that adds a builder; a duplicate name is a ValueError."""
+def register_model(name: str, *, slimmable: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator (or call on a ``functools.partial``) that adds a builder; a duplicate name is a ValueError.
+
+    A shipped model also needs its row in ``autoaug.model_specs`` (its parameter count, for the listing).
+    """
     def wrap(builder: Builder) -> Builder:
-        MODELS.add(name, ModelSpec(name, builder, published_params, slimmable))
+        MODELS.add(name, ModelSpec(name, builder, slimmable))
         return builder
     return wrap
 

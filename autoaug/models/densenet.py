@@ -53,4 +53,4 @@ class DenseNetBC(nn.Module):
         return self.fc(self.features(x).mean((2, 3)))
 
 
-register_model("densenet_bc_100", published_params=0.8e6)(partial(DenseNetBC, 100, 12))
+register_model("densenet_bc_100")(partial(DenseNetBC, 100, 12))

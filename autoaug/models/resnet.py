@@ -181,11 +181,11 @@ class SlimResNet(Slimmable, ResNet):
 
 
 RESNET18 = ResNetConfig(BasicBlock, (2, 2, 2, 2))
-register_model("resnet18", published_params=11.17e6, slimmable=True)(partial(SlimResNet, RESNET18))
-register_model("resnet34", published_params=21.28e6)(partial(ResNet, ResNetConfig(BasicBlock, (3, 4, 6, 3))))
-register_model("resnet50", published_params=23.52e6)(partial(ResNet, ResNetConfig(Bottleneck, (3, 4, 6, 3))))
-register_model("preact_resnet18", published_params=11.17e6)(partial(ResNet, ResNetConfig(PreActBlock, (2, 2, 2, 2))))
+register_model("resnet18", slimmable=True)(partial(SlimResNet, RESNET18))
+register_model("resnet34")(partial(ResNet, ResNetConfig(BasicBlock, (3, 4, 6, 3))))
+register_model("resnet50")(partial(ResNet, ResNetConfig(Bottleneck, (3, 4, 6, 3))))
+register_model("preact_resnet18")(partial(ResNet, ResNetConfig(PreActBlock, (2, 2, 2, 2))))
 register_model("se_resnet18")(partial(ResNet, ResNetConfig(BasicBlock, (2, 2, 2, 2), attention="se")))
 register_model("eca_resnet18")(partial(ResNet, ResNetConfig(BasicBlock, (2, 2, 2, 2), attention="eca")))
-register_model("resnext29_8x64d", published_params=34.4e6)(
+register_model("resnext29_8x64d")(
     partial(ResNet, ResNetConfig(Bottleneck, (3, 3, 3), groups=8, group_width=64)))

@@ -55,4 +55,4 @@ class ShuffleNetV2(nn.Module):
 
 
 # 2.28M on ImageNet less the 1000-class head; as in kuangliu/pytorch-cifar's ShuffleNetV2(net_size=1)
-register_model("shufflenet_v2", published_params=1.26e6)(ShuffleNetV2)
+register_model("shufflenet_v2")(ShuffleNetV2)

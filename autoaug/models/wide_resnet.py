@@ -47,6 +47,6 @@ class WideResNet(nn.Module):
         return self.fc(self.features(x).mean((2, 3)))
 
 
-register_model("wrn_28_10", published_params=36.5e6)(partial(WideResNet, 28, 10))
-register_model("wrn_40_2", published_params=2.2e6)(partial(WideResNet, 40, 2))
-register_model("wrn_16_8", published_params=11.0e6)(partial(WideResNet, 16, 8))
+register_model("wrn_28_10")(partial(WideResNet, 28, 10))
+register_model("wrn_40_2")(partial(WideResNet, 40, 2))
+register_model("wrn_16_8")(partial(WideResNet, 16, 8))

@@ -33,7 +33,7 @@ def _cli(*commands: tuple[str, ...]) -> str:
     "import autoaug\nautoaug.load_policy('cropflip'), autoaug.Policy, autoaug.AutoaugError",
     _cli(("--help",), ("search", "--help"), ("evaluate", "--help"), ("apply", "--help")),
     _cli(("validate", "randaugment", "autoaugment-cifar10"), ("show", "randaugment")),
-    _cli(("list", "ops"), ("list", "policies"), ("list", "datasets")),
+    _cli(("list", "ops"), ("list", "policies"), ("list", "datasets"), ("list", "models")),
 ], ids=["import", "exports", "help", "validate-show", "list"])
 def test_startup_imports_neither_torch_nor_ray(code: str) -> None:
     assert _imported_after(code) == set()
