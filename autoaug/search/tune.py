@@ -14,7 +14,6 @@ import math
 import os
 import signal
 import socket
-import statistics
 import tempfile
 import threading
 import time
@@ -37,7 +36,8 @@ from autoaug.policy import Policy, load_policy
 from autoaug.results import TrialRecord, library_versions
 from autoaug.search.options import (TRIAL_FRACTION, Budget, SearchOptions, parse_budget, prepare, read_run,
                                     resolve_batch_size, resolve_gpus_per_trial, search_data, train_config)
-from autoaug.search.compare import Comparison, contenders, final_ranking, rank_retrained
+from autoaug.search.compare import (Comparison, collect_retraining, contender_label, contenders, final_ranking,
+                                    rank_retrained)
 from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, SearchOutcome, candidate_table,
                                     check_extension, config_columns, now, policy_for, rank_candidates,
                                     trial_configs, update_run, write_top)
@@ -201,9 +201,7 @@ class Recorder(tune.Callback):
         self.record.compact()
 
     def _progress(self) -> None:
-        hook = _LIVE["hook"]
-        if hook is not None:
-            hook(self.progress())
+        _send(self.progress())
 
     def progress(self) -> Progress:
         """Counts from the record, O(1) per event (running: trials that reported and have not ended)."""
@@ -217,6 +215,12 @@ class Recorder(tune.Callback):
         best_trial, best_epoch = self.record.best_at or (None, None)
         return Progress(done=done, running=counts["running"], failed=failed, total=total, best=self.record.best,
                         elapsed=elapsed, remaining=remaining, best_trial=best_trial, best_epoch=best_epoch)
+
+
+def _send(progress: Progress) -> None:
+    hook = _LIVE["hook"]
+    if hook is not None:
+        hook(progress)
 
 
 def settle(out: Path, trials: list, recorder: Recorder) -> TrialRecord:
@@ -558,36 +562,28 @@ def _retrain(policy: Policy, config: dict[str, Any], seed: int, data: tuple[Arra
     return result.val_accuracy if result.status == "ok" else float("nan")
 
 
-def _retrain_all(policies: list[tuple[Policy, dict[str, Any]]], seeds: tuple[int, ...], epochs: int,
-                 data: tuple[ArrayData, ArrayData], settings: _Settings, resources: _Resources) -> list[tuple[float, ...]]:
-    """Every policy with every seed, as Ray tasks; progress after each finished run."""
+def _retrain_all(policies: list[tuple[Policy, dict[str, Any]]], labels: tuple[str, ...], seeds: tuple[int, ...],
+                 epochs: int, data: tuple[ArrayData, ArrayData], settings: _Settings,
+                 resources: _Resources) -> list[tuple[float, ...]]:
+    """Every policy with every seed, as Ray tasks; progress as the re-training starts and after each run."""
     remote = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus)(_retrain)
     data_ref = ray.put(data)
     jobs = {remote.remote(policy, config, seed, data_ref, settings, epochs): (i, j)
             for i, (policy, config) in enumerate(policies) for j, seed in enumerate(seeds)}
-    scores = [[math.nan] * len(seeds) for _ in policies]
-    pending, start = list(jobs), time.monotonic()
+    return collect_retraining(labels, len(seeds), resources.concurrency, _as_they_finish(jobs), _send)
+
+
+def _as_they_finish(jobs: dict[Any, tuple[int, int]]) -> Iterator[tuple[int, int, float]]:
+    """(contender, seed, score) of each run as it ends; NaN where its task raised."""
+    pending = list(jobs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         i, j = jobs[ready[0]]
         try:
-            scores[i][j] = float(ray.get(ready[0]))
+            score = float(ray.get(ready[0]))
         except ray.exceptions.RayTaskError:
-            scores[i][j] = math.nan
-        _retrain_progress(scores, len(jobs) - len(pending), len(jobs), min(len(pending), resources.concurrency),
-                          time.monotonic() - start)
-    return [tuple(row) for row in scores]
-
-
-def _retrain_progress(scores: list[list[float]], done: int, total: int, running: int, elapsed: float) -> None:
-    hook = _LIVE["hook"]
-    if hook is None:
-        return
-    means = [statistics.fmean(f) for f in ([s for s in row if math.isfinite(s)] for row in scores) if f]
-    failed = sum(1 for row in scores for s in row if s != s)  # NaN: failed (unfinished runs are NaN too)
-    failed -= total - done
-    hook(Progress(done, running, failed, total, max(means, default=None), elapsed,
-                  elapsed / done * (total - done), phase="retrain"))
+            score = math.nan
+        yield i, j, score
 
 
 def _head_to_head(candidates: list[Candidate], options: SearchOptions, data: tuple[ArrayData, ArrayData],
@@ -603,7 +599,8 @@ def _head_to_head(candidates: list[Candidate], options: SearchOptions, data: tup
     policies = [(load_policy(c.seed_policy) if c.seed_policy else settings.space.decode(c.config), c.config)
                 for c in entries]
     seeds = tuple(options.seed + 1000 + s for s in range(options.top_k_seeds))
-    scores = _retrain_all(policies, seeds, options.retrain_epochs, data, settings, resources)
+    labels = tuple(contender_label(c) for c in entries)
+    scores = _retrain_all(policies, labels, seeds, options.retrain_epochs, data, settings, resources)
     rescored = [replace(c, retrain_scores=s) for c, s in zip(entries, scores)]
     return Comparison(rank_retrained(rescored[:len(proposed)]), rescored[-1] if baseline else None, seeds,
                       options.retrain_epochs)

@@ -244,6 +244,10 @@ def test_search_of_a_train_only_folder_logs_every_phase_line_by_line(tmp_path: P
     assert search and "5/5 trials done" in search[-1] and re.search(r"best val \d+\.\d\d% \(trial \w+, epoch 1\)",
                                                                       search[-1])
     assert events.index(search[-1]) < events.index(retrain[0])  # re-training shows after the search
+    # ... at once: its start line comes before any run of it ends, and then each line names the leader
+    assert re.search(r" re-training top k: 0/\d+ runs done, 0 failed; leading contender: -; ", retrain[0]), retrain
+    assert re.search(r"; leading contender: (trial \w+|baseline [\w-]+), mean val \d+\.\d\d% over [12] runs?; ",
+                     retrain[-1]), retrain
     runs = re.search(r" (\d+)/(\d+) runs done", retrain[-1])  # up to 2 candidates and the best seed, x 2 seeds
     assert runs and runs[1] == runs[2] and int(runs[2]) in (4, 6) and retrain[-1].endswith("remaining ~0:00:00")
     assert "\x1b[" not in log.read_text()
