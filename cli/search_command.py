@@ -81,7 +81,8 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary, nothing else.")] = False,
 ) -> None:
     """Search augmentation policies; writes policy.json, top/, trials.parquet and run.json (see docs/outputs.md)."""
-    from autoaug.search.options import SearchOptions, check_out_folder
+    from autoaug.results import check_out_folder
+    from autoaug.search.options import SearchOptions
 
     if resume and out is None:
         fail("--resume needs --out DIR: the folder of the search to continue")

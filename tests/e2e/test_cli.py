@@ -81,6 +81,7 @@ def _commands(root: Path) -> dict[str, list[str]]:
         "list_unknown": ["list", "op"],
         "list_datasets": ["list", "datasets"],
         "search_out_is_a_file": ["search", "--budget", "2", "--out", str(root / "a-file")],
+        "evaluate_out_is_a_file": ["evaluate", "cropflip", "--epochs", "1", "--out", str(root / "a-file")],
     }
     return commands | {case: ["validate", str(root / "bad" / f"{case}.json")] for case in MALFORMED}
 
@@ -200,6 +201,12 @@ def test_out_naming_a_file_is_one_line_before_anything_starts(runs: dict, worksp
     line = _one_error_line(_result(runs, "search_out_is_a_file"))
     assert line == f"error: --out {workspace / 'a-file'} is a file, not a folder; choose another --out"
     assert (workspace / "a-file").read_text() == "not a folder"
+
+
+def test_evaluate_out_naming_a_file_is_one_line_before_anything_trains(runs: dict, workspace: Path) -> None:
+    result = _result(runs, "evaluate_out_is_a_file")  # a check after training would take minutes, then "File exists"
+    assert _one_error_line(result) == f"error: --out {workspace / 'a-file'} is a file, not a folder; choose another --out"
+    assert result.stdout == "" and (workspace / "a-file").read_text() == "not a folder"
 
 
 # a log line: its time, the phase, its counts, the best so far, elapsed and the phase's remaining time
