@@ -609,7 +609,8 @@ def _head_to_head(candidates: list[Candidate], options: SearchOptions, data: tup
 def _finish(options: SearchOptions, settings: _Settings, record: TrialRecord, data: tuple[ArrayData, ArrayData],
             resources: _Resources, out: Path, seeds: list[Seed]) -> SearchOutcome:
     rows = record.table()  # the record: trials a resumed search's Tune snapshot lost are in it too
-    counts = {"trials": len(record.status), "failed": record.counts["failed"]}
+    # every trial settled: completed + stopped_early + failed add up to trials, a failed search's too
+    counts = {"trials": len(record.status), **{k: record.counts[k] for k in ("completed", "stopped_early", "failed")}}
     candidates = rank_candidates(rows, trial_configs(rows, settings.space), options.epochs, tuple(seeds))
     if not candidates:
         update_run(out, state="failed", **counts)
@@ -622,14 +623,13 @@ def _finish(options: SearchOptions, settings: _Settings, record: TrialRecord, da
     policies = [policy_for(options, settings.space, c, rows, rank=rank, versions=_versions(),
                            verdict=verdict if rank == 1 else None) for rank, c in enumerate(top, 1)]
     top_paths = write_top(out, policies)
-    completed, stopped = record.counts["completed"], record.counts["stopped_early"]
-    update_run(out, state="finished", finished=now(), chosen_trial=top[0].trial_id, completed=completed,
-               stopped_early=stopped, candidates=candidate_table(top), chosen_seed_policy=top[0].seed_policy,
+    update_run(out, state="finished", finished=now(), chosen_trial=top[0].trial_id,
+               candidates=candidate_table(top), chosen_seed_policy=top[0].seed_policy,
                head_to_head=comparison.record() if comparison else None,
                rank_correlation=comparison.rank_correlation if comparison else None, **counts)
-    return SearchOutcome(policies[0], top[0].score, top[0].trial_id, counts["trials"], completed, stopped,
-                         counts["failed"], out, out / "policy.json", out / "trials.parquet", out / "run.json",
-                         top_paths, comparison)
+    return SearchOutcome(policies[0], top[0].score, top[0].trial_id, counts["trials"], counts["completed"],
+                         counts["stopped_early"], counts["failed"], out, out / "policy.json", out / "trials.parquet",
+                         out / "run.json", top_paths, comparison)
 
 
 def _versions() -> dict[str, str]:

@@ -10,11 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from ray.tune.experiment import Trial
 
+from autoaug.errors import AutoaugError
 from autoaug.results import TRIALS_FILE, TRIALS_LOG, TrialRecord, read_trials, trial_configs
 from autoaug.search import tune as search_tune
-from autoaug.search.options import Budget
+from autoaug.search.options import Budget, SearchOptions
 from autoaug.search.space import load_space
 from autoaug.search.synthetic import quality, synthetic_scores
+from autoaug.trainer import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -129,6 +131,20 @@ def test_settle_records_trials_cut_at_the_deadline_and_trials_a_snapshot_lost(tm
     status = {r["trial_id"]: r["status"] for r in pq.read_table(tmp_path / TRIALS_FILE).to_pylist()}
     assert status == {"a": "completed", "b": "stopped_early", "never": "stopped_early", "lost": "failed"}
     assert not (tmp_path / TRIALS_LOG).exists()
+
+
+def test_a_failed_search_writes_counts_that_add_up(tmp_path):
+    record = TrialRecord(tmp_path)
+    record.report(_row("a", 1, 0.4))
+    record.finish("a", "stopped_early")
+    record.finish("b", "failed", error="TrialFailed: nan: training loss became nan", base={"trial_id": "b"})
+    options = SearchOptions(dataset="digits", model="synthetic", epochs=2, out=str(tmp_path))
+    settings = search_tune._Settings(load_space("randaugment"), TrainConfig(model="proxy_tiny"), 1, synthetic=True)
+    with pytest.raises(AutoaugError, match="^no trial finished all 2 epochs"):
+        search_tune._finish(options, settings, record, (None, None), None, tmp_path, [])
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert {k: run[k] for k in ("state", "trials", "completed", "stopped_early", "failed")} == \
+        {"state": "failed", "trials": 2, "completed": 0, "stopped_early": 1, "failed": 1}
 
 
 def test_synthetic_scores_are_deterministic_and_best_at_the_optimum():
