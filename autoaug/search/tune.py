@@ -28,6 +28,7 @@ import ray
 import torch
 from ray import tune
 from ray.tune.experiment import Trial
+from ray.tune.stopper import Stopper
 from ray.tune.search.nevergrad import NevergradSearch
 
 from autoaug.datasets import ArrayData
@@ -145,11 +146,47 @@ def _pbt_trial(config: dict[str, Any], data: tuple[ArrayData, ArrayData] | None 
             tune.report(_report(metrics, history=history), checkpoint=tune.Checkpoint.from_directory(folder))
 
 
+class Deadline(tune.Callback, Stopper):
+    """A time budget timed from the first trial's start, so that it is the search's own time.
+
+    Tune's ``time_budget_s`` starts with ``fit``, before any trial actor is up; starting the actors
+    (a process each, importing torch) takes 10-20 s on a loaded CPU machine, which a budget of
+    seconds would spend without running a trial.  Passed both as a callback (to see the first trial
+    start) and as the run's stopper.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.since: float | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"seconds": self.seconds}  # a monotonic time means nothing in another process
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["seconds"])
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def remaining(self) -> float:
+        """Seconds left: all of them until the first trial starts."""
+        if self.since is None:
+            return self.seconds
+        return max(0.0, self.seconds - (time.monotonic() - self.since))
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False  # no single trial is stopped: stop_all ends them all at the deadline
+
+    def stop_all(self) -> bool:
+        return self.remaining() <= 0.0
+
+
 class Recorder(tune.Callback):
     """Each result and trial end, appended to the search's ``TrialRecord`` as it happens; live progress."""
 
-    def __init__(self, out: Path, epochs: int, budget: Budget) -> None:
-        self.out, self.epochs, self.budget = out, epochs, budget
+    def __init__(self, out: Path, epochs: int, budget: Budget, deadline: Deadline | None = None) -> None:
+        self.out, self.epochs, self.budget, self.deadline = out, epochs, budget, deadline
         self._open()
 
     def _open(self) -> None:
@@ -158,7 +195,7 @@ class Recorder(tune.Callback):
         self.start = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"out": self.out, "epochs": self.epochs, "budget": self.budget}
+        return {"out": self.out, "epochs": self.epochs, "budget": self.budget, "deadline": self.deadline}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -208,10 +245,10 @@ class Recorder(tune.Callback):
         counts = self.record.counts
         done, failed = counts["completed"] + counts["stopped_early"], counts["failed"]
         elapsed, finished, total = time.monotonic() - self.start, done + failed, self.budget.trials
-        if self.budget.seconds is not None:
-            remaining = max(0.0, self.budget.seconds - elapsed)
+        if self.deadline is not None:
+            remaining = self.deadline.remaining()
         else:
-            remaining = elapsed / finished * (total - finished) if finished else None
+            remaining = elapsed / finished * (total - finished) if finished and total is not None else None
         best_trial, best_epoch = self.record.best_at or (None, None)
         return Progress(done=done, running=counts["running"], failed=failed, total=total, best=self.record.best,
                         elapsed=elapsed, remaining=remaining, best_trial=best_trial, best_epoch=best_epoch)
@@ -441,7 +478,7 @@ def _scheduler(options: SearchOptions, space: SearchSpace) -> Any:
 
 def _tuner(options: SearchOptions, space: SearchSpace, trainable: Any, recorder: Recorder, out: Path,
            resources: _Resources, seeds: list[Seed]) -> tune.Tuner:
-    budget = parse_budget(options.budget)
+    budget, deadline = parse_budget(options.budget), recorder.deadline
     domains = {k: _tune_domain(d) for k, d in space.parameters().items()}
     if options.algo == "nevergrad":
         searcher, param_space = _nevergrad(space, options, budget, resources.concurrency, seeds), {}
@@ -450,11 +487,12 @@ def _tuner(options: SearchOptions, space: SearchSpace, trainable: Any, recorder:
         searcher = tune.search.BasicVariantGenerator(random_state=options.seed, points_to_evaluate=points)
         param_space = domains
     tune_config = tune.TuneConfig(
-        metric=METRIC, mode="max", num_samples=budget.trials or -1, time_budget_s=budget.seconds,
+        metric=METRIC, mode="max", num_samples=budget.trials or -1,
         search_alg=searcher, scheduler=_scheduler(options, space), max_concurrent_trials=resources.concurrency,
         reuse_actors=True)  # a new actor per trial would import torch again: seconds per trial on a CPU
     run_config = tune.RunConfig(
-        name="tune", storage_path=str(out), verbose=0, callbacks=[recorder, *_loggers(options, out)],
+        name="tune", storage_path=str(out), verbose=0, stop=deadline,
+        callbacks=[recorder, *([deadline] if deadline else []), *_loggers(options, out)],
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=3) if options.algo == "pbt" else None)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
@@ -513,7 +551,9 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
                 tuner = tune.Tuner.restore(str(out / "tune"), trainable=trainable, resume_errored=False,
                                            restart_errored=False)
             else:
-                tuner = _tuner(options, space, trainable, Recorder(out, options.epochs, budget), out, resources, seeds)
+                deadline = Deadline(budget.seconds) if budget.seconds is not None else None
+                recorder = Recorder(out, options.epochs, budget, deadline)
+                tuner = _tuner(options, space, trainable, recorder, out, resources, seeds)
             grid = tuner.fit()
         _check_interrupted(grid, budget, out)
         record = settle(out, grid._experiment_analysis.trials, Recorder(out, options.epochs, budget))

@@ -98,21 +98,21 @@ def test_pbt_writes_the_best_trials_policy_history_as_a_schedule(local_ray, tmp_
 
 
 def test_a_time_budget_records_every_trial_its_summary_counts(local_ray, tmp_path):
-    """Trials cut at the deadline are in trials.parquet with their final status (issue 13, item 4)."""
-    options = SearchOptions(dataset="digits", model="synthetic", budget="8s", epochs=2, scheduler="fifo", top_k=0,
+    """Trials cut at the deadline are in trials.parquet with their final status (issue 13, item 4).
+
+    The budget is timed from the first trial's start, so 3 s run trials however long the trial actors
+    take to start on a loaded machine: the search must not fail for want of time.
+    """
+    options = SearchOptions(dataset="digits", model="synthetic", budget="3s", epochs=2, scheduler="fifo", top_k=0,
                             out=str(tmp_path / "run"))
-    try:
-        outcome = search_tune.run_search(options)
-    except AutoaugError as error:  # a loaded machine may start no trial's actor before the deadline
-        assert "no trial finished all 2 epochs" in str(error)
-        outcome = None
+    outcome = search_tune.run_search(options)
     status = {r["trial_id"]: r["status"] for r in _rows(tmp_path / "run")}
-    assert status and "running" not in status.values()
     assert not (tmp_path / "run" / "trials.log.jsonl").exists(), "the record is compacted at the end"
-    if outcome is not None:
-        assert outcome.trials == len(status)
-        counted = {"completed": outcome.completed, "stopped_early": outcome.stopped_early, "failed": outcome.failed}
-        assert counted == {s: sum(v == s for v in status.values()) for s in counted}
+    counted = {"completed": outcome.completed, "stopped_early": outcome.stopped_early, "failed": outcome.failed}
+    assert outcome.trials == len(status) == sum(counted.values()) and outcome.completed >= 1
+    assert counted == {s: sum(v == s for v in status.values()) for s in counted}  # so none is left "running"
+    run = json.loads(outcome.run_path.read_text())
+    assert {k: run[k] for k in counted} == counted and run["trials"] == outcome.trials
 
 
 def test_nevergrad_is_told_only_full_length_results():
