@@ -115,6 +115,23 @@ def test_a_time_budget_records_every_trial_its_summary_counts(local_ray, tmp_pat
     assert {k: run[k] for k in counted} == counted and run["trials"] == outcome.trials
 
 
+def test_the_retraining_reports_its_start_before_any_run_ends(local_ray, monkeypatch):
+    space = load_space("randaugment")
+    settings = search_tune._Settings(space, TrainConfig(model="proxy_tiny"), 1, synthetic=True)
+    points = [{**{k: d.low for k, d in space.parameters().items()}},
+              {**{k: d.high for k, d in space.parameters().items()}}]
+    events = []
+    monkeypatch.setitem(search_tune._LIVE, "hook", events.append)
+    scores = search_tune._retrain_all([(None, point) for point in points], ("trial t_00001", "baseline cropflip"),
+                                      (7, 8), 2, (None, None), settings, search_tune._Resources(1, 0.0, 2))
+    assert [(e.phase, e.done, e.failed, e.total) for e in events] == [("retrain", n, 0, 4) for n in range(5)]
+    assert (events[0].running, events[0].best, events[0].leader, events[0].remaining) == (2, None, None, None)
+    means = {label: sum(row) / 2 for label, row in zip(("trial t_00001", "baseline cropflip"), scores)}
+    leader = max(means, key=means.get)
+    assert (events[-1].leader, events[-1].leader_runs, events[-1].remaining) == (leader, 2, 0.0)
+    assert events[-1].best == pytest.approx(means[leader])
+
+
 def test_nevergrad_is_told_only_full_length_results():
     space = load_space("randaugment")
     options = SearchOptions(**FAST, space="randaugment", epochs=4)
