@@ -11,7 +11,7 @@ from pathlib import Path
 from autoaug.datasets import load_dataset
 from autoaug.errors import AutoaugError
 from autoaug.policy import Policy, load_policy
-from autoaug.results import library_versions, write_json, write_parquet
+from autoaug.results import check_out_folder, library_versions, write_json, write_parquet
 from autoaug.trainer import EpochMetrics, TrainConfig, auto_batch_size, learning_rate_record, train
 
 
@@ -76,6 +76,8 @@ def _load_all(names: tuple[str, ...]) -> list[Policy]:
 def run_evaluation(options: EvaluationOptions, *,
                    on_progress: Callable[[Progress], None] | None = None) -> list[PolicyScore]:
     """Train each policy with ``options.seeds`` seeds on the full training set; score on the test set."""
+    if options.out is not None:
+        check_out_folder(options.out)
     policies = _load_all(options.policies)
     dataset = load_dataset(options.dataset, data_dir=options.data_dir, download=options.download)
     test = dataset.test_split()  # an image folder without test/ is an error before any training

@@ -13,7 +13,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from autoaug.errors import AutoaugError
 from autoaug.policy import write_atomic
+
+
+def check_out_folder(out: str | Path) -> None:
+    """``out`` must be a folder or not exist yet, nor lie under a file: said before anything starts, so
+    that a command does not train for minutes and then fail on its first write with "File exists"."""
+    path = Path(out).expanduser()
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                what = "is a file" if place == path else f"lies under {place}, which is a file"
+                raise AutoaugError(f"--out {out} {what}, not a folder; choose another --out")
+            return
 
 
 def write_parquet(rows: Sequence[dict[str, Any]], path: str | Path, *, metadata: dict[bytes, bytes] | None = None) -> Path:

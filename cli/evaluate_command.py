@@ -37,6 +37,10 @@ def evaluate(
 ) -> None:
     """Train on the full training set and compare test accuracy of policies over seeds."""
     from autoaug.evaluate import EvaluationOptions, run_evaluation  # torch loads here, not for --help
+    from autoaug.results import check_out_folder
+
+    if out is not None:
+        check_out_folder(out)  # before the progress bar, which would leave a blank line above the error
 
     options = EvaluationOptions(tuple(policies), dataset, data_dir, model, epochs, seeds, device, batch_size, lr, out,
                                 download=download)

@@ -54,7 +54,7 @@ def _summary(outcome: SearchOutcome) -> dict:
 def search(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="Dataset name, .npz file or image folder.")] = "digits",
-    budget: Annotated[str, typer.Option(help="Trials (200) or a duration (90s, 30m, 2h).")] = "20",
+    budget: Annotated[str, typer.Option(help="Trials (200) or a duration of searching (90s, 30m, 2h), timed from the first trial's start; the top-k re-training comes after it.")] = "20",
     space: Annotated[str, typer.Option(help="Shipped space name or a .yaml file.")] = "default",
     model: Annotated[str, typer.Option(help="Backbone trained in each trial (auto: proxy on a GPU, proxy_tiny on CPU).")] = "auto",
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs per trial (default: half of --target-epochs, else 5).")] = None,
@@ -81,7 +81,8 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary, nothing else.")] = False,
 ) -> None:
     """Search augmentation policies; writes policy.json, top/, trials.parquet and run.json (see docs/outputs.md)."""
-    from autoaug.search.options import SearchOptions, check_out_folder
+    from autoaug.results import check_out_folder
+    from autoaug.search.options import SearchOptions
 
     if resume and out is None:
         fail("--resume needs --out DIR: the folder of the search to continue")

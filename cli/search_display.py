@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 # phase -> (its name on screen, what it counts, what its best score is)
 PHASES = {
     "search": ("search", "trials", "best val"),
-    "retrain": ("re-training top k", "runs", "best re-trained val"),
+    "retrain": ("re-training top k", "runs", "leading contender:"),
 }
 
 
@@ -33,9 +33,16 @@ def _names(phase: str) -> tuple[str, str, str]:
 
 
 def best_text(p: Progress) -> str:
-    """``97.50% (trial 3f2a_00004, epoch 5)``: the best score and where it comes from."""
+    """``97.50% (trial 3f2a_00004, epoch 5)``: the best score and where it comes from.
+
+    In the re-training, ``trial 3f2a_00004, mean val 93.38% over 2 runs``: a mean moves as runs end
+    and the lead passes between contenders, so the line names whose mean it is and over how many runs.
+    """
     if p.best is None:
         return "-"
+    if p.leader is not None:
+        runs = f"{p.leader_runs} run{'s' if p.leader_runs != 1 else ''}"
+        return f"{p.leader}, mean val {100 * p.best:.2f}% over {runs}"
     where = [f"trial {p.best_trial}"] if p.best_trial else []
     where += [f"epoch {p.best_epoch}"] if p.best_epoch is not None else []
     return f"{100 * p.best:.2f}%" + (f" ({', '.join(where)})" if where else "")

@@ -162,6 +162,16 @@ def test_without_out_nothing_is_written_and_names_are_required(digits_npz, tmp_p
         run_evaluation(EvaluationOptions((), dataset=str(digits_npz)))
 
 
+def test_an_out_that_is_a_file_is_refused_before_anything_trains(digits_npz, tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(evaluate_module, "train", lambda *args, **kwargs: trained.append(1))
+    (tmp_path / "a-file").write_text("not a folder")
+    for out, what in ((tmp_path / "a-file", "is a file"), (tmp_path / "a-file" / "eval", "lies under")):
+        with pytest.raises(AutoaugError, match=f"^--out {out} {what}.*; choose another --out$"):
+            run_evaluation(EvaluationOptions(("cropflip",), dataset=str(digits_npz), out=out))
+    assert trained == [] and (tmp_path / "a-file").read_text() == "not a folder"
+
+
 def test_runs_count_over_policies_and_seeds(digits_npz, monkeypatch):
     def train(policy, train_data, eval_data, config, *, on_epoch):
         metrics = EpochMetrics(1, 1.0, 0.5 + config.seed / 10, 1.0, 0.1, 1.0, 1.0)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from autoaug.search.outcome import Candidate
+from autoaug.search.outcome import Candidate, Progress
 
 
 def _mean_std(scores: tuple[float, ...]) -> tuple[float | None, float | None]:
@@ -55,6 +57,49 @@ def contenders(candidates: list[Candidate], top_k: int) -> tuple[list[Candidate]
     proposed = [c for c in candidates if c.seed_policy is None][:top_k]
     baseline = next((c for c in candidates if c.seed_policy is not None), None)
     return proposed, baseline
+
+
+def contender_label(candidate: Candidate) -> str:
+    """How progress names a contender: ``trial <id>``, or ``baseline <policy>`` for the best seed."""
+    return f"baseline {candidate.seed_policy}" if candidate.seed_policy else f"trial {candidate.trial_id}"
+
+
+def _leader(labels: tuple[str, ...], scores: list[list[float]]) -> tuple[str | None, float | None, int]:
+    """The contender with the highest mean over its finished runs: its label, that mean, and how many runs."""
+    leader: tuple[str | None, float | None, int] = (None, None, 0)
+    for label, row in zip(labels, scores):
+        finite = [s for s in row if math.isfinite(s)]
+        if finite and (leader[1] is None or statistics.fmean(finite) > leader[1]):
+            leader = (label, statistics.fmean(finite), len(finite))
+    return leader
+
+
+def retrain_progress(labels: tuple[str, ...], scores: list[list[float]], ended: int, concurrency: int,
+                     elapsed: float) -> Progress:
+    """The re-training's event after ``ended`` runs (NaN in ``scores``: failed, or not ended yet)."""
+    total = sum(len(row) for row in scores)
+    failed = sum(1 for row in scores for s in row if not math.isfinite(s)) - (total - ended)
+    leader, mean, runs = _leader(labels, scores)
+    return Progress(ended - failed, min(total - ended, concurrency), failed, total, mean, elapsed,
+                    elapsed / ended * (total - ended) if ended else None, phase="retrain", leader=leader,
+                    leader_runs=runs)
+
+
+def collect_retraining(labels: tuple[str, ...], runs_each: int, concurrency: int,
+                       finished: Iterable[tuple[int, int, float]],
+                       on_progress: Callable[[Progress], None]) -> list[tuple[float, ...]]:
+    """Every contender's scores by seed, from runs as they finish (contender, seed, score; NaN: failed).
+
+    An event goes out before the first run ends (0 done, no estimate), so that a display moves on
+    from the finished search at once, and one after each run, with the rate so far as the estimate.
+    """
+    scores = [[math.nan] * runs_each for _ in labels]
+    start = time.monotonic()
+    on_progress(retrain_progress(labels, scores, 0, concurrency, 0.0))
+    for ended, (i, j, score) in enumerate(finished, start=1):
+        scores[i][j] = score
+        on_progress(retrain_progress(labels, scores, ended, concurrency, time.monotonic() - start))
+    return [tuple(row) for row in scores]
 
 
 @dataclass(frozen=True)

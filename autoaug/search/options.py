@@ -12,6 +12,7 @@ from typing import Any
 from autoaug.datasets import DATASETS, ArrayData, load_dataset, split_train_val
 from autoaug.errors import AutoaugError
 from autoaug.models import MODELS
+from autoaug.results import check_out_folder
 from autoaug.search.space import SearchSpace
 from autoaug.search.synthetic import SYNTHETIC
 from autoaug.trainer import TrainConfig, auto_batch_size
@@ -196,17 +197,6 @@ def resolve_model(name: str, *, device: str) -> str:
         return name
     import torch
     return "proxy" if device != "cpu" and torch.cuda.is_available() else "proxy_tiny"
-
-
-def check_out_folder(out: str | Path) -> None:
-    """``out`` must be a folder or not exist yet, nor lie under a file: said before anything starts."""
-    path = Path(out).expanduser()
-    for place in (path, *path.parents):
-        if place.exists():
-            if not place.is_dir():
-                what = "is a file" if place == path else f"lies under {place}, which is a file"
-                raise AutoaugError(f"--out {out} {what}, not a folder; choose another --out")
-            return
 
 
 def prepare(options: SearchOptions) -> SearchOptions:

@@ -31,9 +31,12 @@ class Progress:
     """What a live display shows; sent to ``on_progress`` whenever a trial reports or ends.
 
     ``phase`` names the stage it counts: ``search`` counts trials; ``retrain`` counts the runs that
-    re-train the top candidates (one event per finished run).  ``elapsed`` and ``remaining`` are
-    seconds of that phase; ``remaining`` is None where there is no estimate yet.  ``best`` is the
-    best validation accuracy so far, from ``best_trial`` at ``best_epoch`` where those are known.
+    re-train the top candidates (an event as it starts, with 0 done, and one per finished run).
+    ``done`` and ``failed`` count apart: ``done + failed`` have ended.  ``elapsed`` and ``remaining``
+    are seconds of that phase; ``remaining`` is None where there is no estimate yet.  In the search,
+    ``best`` is the best validation accuracy so far, from ``best_trial`` at ``best_epoch`` where those
+    are known; in the re-training it is the mean of ``leader``, the contender whose mean is highest
+    so far (``trial <id>`` or ``baseline <policy>``), over its ``leader_runs`` finished runs.
     """
 
     done: int
@@ -46,6 +49,8 @@ class Progress:
     phase: str = "search"  # "search" while trials run, "retrain" while the head-to-head runs
     best_trial: str | None = None
     best_epoch: int | None = None
+    leader: str | None = None
+    leader_runs: int = 0
 
 
 @dataclass(frozen=True)

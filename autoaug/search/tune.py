@@ -14,7 +14,6 @@ import math
 import os
 import signal
 import socket
-import statistics
 import tempfile
 import threading
 import time
@@ -29,6 +28,7 @@ import ray
 import torch
 from ray import tune
 from ray.tune.experiment import Trial
+from ray.tune.stopper import Stopper
 from ray.tune.search.nevergrad import NevergradSearch
 
 from autoaug.datasets import ArrayData
@@ -37,7 +37,8 @@ from autoaug.policy import Policy, load_policy
 from autoaug.results import TrialRecord, library_versions
 from autoaug.search.options import (TRIAL_FRACTION, Budget, SearchOptions, parse_budget, prepare, read_run,
                                     resolve_batch_size, resolve_gpus_per_trial, search_data, train_config)
-from autoaug.search.compare import Comparison, contenders, final_ranking, rank_retrained
+from autoaug.search.compare import (Comparison, collect_retraining, contender_label, contenders, final_ranking,
+                                    rank_retrained)
 from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, SearchOutcome, candidate_table,
                                     check_extension, config_columns, now, policy_for, rank_candidates,
                                     trial_configs, update_run, write_top)
@@ -145,11 +146,47 @@ def _pbt_trial(config: dict[str, Any], data: tuple[ArrayData, ArrayData] | None 
             tune.report(_report(metrics, history=history), checkpoint=tune.Checkpoint.from_directory(folder))
 
 
+class Deadline(tune.Callback, Stopper):
+    """A time budget timed from the first trial's start, so that it is the search's own time.
+
+    Tune's ``time_budget_s`` starts with ``fit``, before any trial actor is up; starting the actors
+    (a process each, importing torch) takes 10-20 s on a loaded CPU machine, which a budget of
+    seconds would spend without running a trial.  Passed both as a callback (to see the first trial
+    start) and as the run's stopper.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.since: float | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"seconds": self.seconds}  # a monotonic time means nothing in another process
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["seconds"])
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def remaining(self) -> float:
+        """Seconds left: all of them until the first trial starts."""
+        if self.since is None:
+            return self.seconds
+        return max(0.0, self.seconds - (time.monotonic() - self.since))
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False  # no single trial is stopped: stop_all ends them all at the deadline
+
+    def stop_all(self) -> bool:
+        return self.remaining() <= 0.0
+
+
 class Recorder(tune.Callback):
     """Each result and trial end, appended to the search's ``TrialRecord`` as it happens; live progress."""
 
-    def __init__(self, out: Path, epochs: int, budget: Budget) -> None:
-        self.out, self.epochs, self.budget = out, epochs, budget
+    def __init__(self, out: Path, epochs: int, budget: Budget, deadline: Deadline | None = None) -> None:
+        self.out, self.epochs, self.budget, self.deadline = out, epochs, budget, deadline
         self._open()
 
     def _open(self) -> None:
@@ -158,7 +195,7 @@ class Recorder(tune.Callback):
         self.start = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"out": self.out, "epochs": self.epochs, "budget": self.budget}
+        return {"out": self.out, "epochs": self.epochs, "budget": self.budget, "deadline": self.deadline}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -201,22 +238,26 @@ class Recorder(tune.Callback):
         self.record.compact()
 
     def _progress(self) -> None:
-        hook = _LIVE["hook"]
-        if hook is not None:
-            hook(self.progress())
+        _send(self.progress())
 
     def progress(self) -> Progress:
         """Counts from the record, O(1) per event (running: trials that reported and have not ended)."""
         counts = self.record.counts
         done, failed = counts["completed"] + counts["stopped_early"], counts["failed"]
         elapsed, finished, total = time.monotonic() - self.start, done + failed, self.budget.trials
-        if self.budget.seconds is not None:
-            remaining = max(0.0, self.budget.seconds - elapsed)
+        if self.deadline is not None:
+            remaining = self.deadline.remaining()
         else:
-            remaining = elapsed / finished * (total - finished) if finished else None
+            remaining = elapsed / finished * (total - finished) if finished and total is not None else None
         best_trial, best_epoch = self.record.best_at or (None, None)
         return Progress(done=done, running=counts["running"], failed=failed, total=total, best=self.record.best,
                         elapsed=elapsed, remaining=remaining, best_trial=best_trial, best_epoch=best_epoch)
+
+
+def _send(progress: Progress) -> None:
+    hook = _LIVE["hook"]
+    if hook is not None:
+        hook(progress)
 
 
 def settle(out: Path, trials: list, recorder: Recorder) -> TrialRecord:
@@ -437,7 +478,7 @@ def _scheduler(options: SearchOptions, space: SearchSpace) -> Any:
 
 def _tuner(options: SearchOptions, space: SearchSpace, trainable: Any, recorder: Recorder, out: Path,
            resources: _Resources, seeds: list[Seed]) -> tune.Tuner:
-    budget = parse_budget(options.budget)
+    budget, deadline = parse_budget(options.budget), recorder.deadline
     domains = {k: _tune_domain(d) for k, d in space.parameters().items()}
     if options.algo == "nevergrad":
         searcher, param_space = _nevergrad(space, options, budget, resources.concurrency, seeds), {}
@@ -446,11 +487,12 @@ def _tuner(options: SearchOptions, space: SearchSpace, trainable: Any, recorder:
         searcher = tune.search.BasicVariantGenerator(random_state=options.seed, points_to_evaluate=points)
         param_space = domains
     tune_config = tune.TuneConfig(
-        metric=METRIC, mode="max", num_samples=budget.trials or -1, time_budget_s=budget.seconds,
+        metric=METRIC, mode="max", num_samples=budget.trials or -1,
         search_alg=searcher, scheduler=_scheduler(options, space), max_concurrent_trials=resources.concurrency,
         reuse_actors=True)  # a new actor per trial would import torch again: seconds per trial on a CPU
     run_config = tune.RunConfig(
-        name="tune", storage_path=str(out), verbose=0, callbacks=[recorder, *_loggers(options, out)],
+        name="tune", storage_path=str(out), verbose=0, stop=deadline,
+        callbacks=[recorder, *([deadline] if deadline else []), *_loggers(options, out)],
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=3) if options.algo == "pbt" else None)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
@@ -509,7 +551,9 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
                 tuner = tune.Tuner.restore(str(out / "tune"), trainable=trainable, resume_errored=False,
                                            restart_errored=False)
             else:
-                tuner = _tuner(options, space, trainable, Recorder(out, options.epochs, budget), out, resources, seeds)
+                deadline = Deadline(budget.seconds) if budget.seconds is not None else None
+                recorder = Recorder(out, options.epochs, budget, deadline)
+                tuner = _tuner(options, space, trainable, recorder, out, resources, seeds)
             grid = tuner.fit()
         _check_interrupted(grid, budget, out)
         record = settle(out, grid._experiment_analysis.trials, Recorder(out, options.epochs, budget))
@@ -558,36 +602,28 @@ def _retrain(policy: Policy, config: dict[str, Any], seed: int, data: tuple[Arra
     return result.val_accuracy if result.status == "ok" else float("nan")
 
 
-def _retrain_all(policies: list[tuple[Policy, dict[str, Any]]], seeds: tuple[int, ...], epochs: int,
-                 data: tuple[ArrayData, ArrayData], settings: _Settings, resources: _Resources) -> list[tuple[float, ...]]:
-    """Every policy with every seed, as Ray tasks; progress after each finished run."""
+def _retrain_all(policies: list[tuple[Policy, dict[str, Any]]], labels: tuple[str, ...], seeds: tuple[int, ...],
+                 epochs: int, data: tuple[ArrayData, ArrayData], settings: _Settings,
+                 resources: _Resources) -> list[tuple[float, ...]]:
+    """Every policy with every seed, as Ray tasks; progress as the re-training starts and after each run."""
     remote = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus)(_retrain)
     data_ref = ray.put(data)
     jobs = {remote.remote(policy, config, seed, data_ref, settings, epochs): (i, j)
             for i, (policy, config) in enumerate(policies) for j, seed in enumerate(seeds)}
-    scores = [[math.nan] * len(seeds) for _ in policies]
-    pending, start = list(jobs), time.monotonic()
+    return collect_retraining(labels, len(seeds), resources.concurrency, _as_they_finish(jobs), _send)
+
+
+def _as_they_finish(jobs: dict[Any, tuple[int, int]]) -> Iterator[tuple[int, int, float]]:
+    """(contender, seed, score) of each run as it ends; NaN where its task raised."""
+    pending = list(jobs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         i, j = jobs[ready[0]]
         try:
-            scores[i][j] = float(ray.get(ready[0]))
+            score = float(ray.get(ready[0]))
         except ray.exceptions.RayTaskError:
-            scores[i][j] = math.nan
-        _retrain_progress(scores, len(jobs) - len(pending), len(jobs), min(len(pending), resources.concurrency),
-                          time.monotonic() - start)
-    return [tuple(row) for row in scores]
-
-
-def _retrain_progress(scores: list[list[float]], done: int, total: int, running: int, elapsed: float) -> None:
-    hook = _LIVE["hook"]
-    if hook is None:
-        return
-    means = [statistics.fmean(f) for f in ([s for s in row if math.isfinite(s)] for row in scores) if f]
-    failed = sum(1 for row in scores for s in row if s != s)  # NaN: failed (unfinished runs are NaN too)
-    failed -= total - done
-    hook(Progress(done, running, failed, total, max(means, default=None), elapsed,
-                  elapsed / done * (total - done), phase="retrain"))
+            score = math.nan
+        yield i, j, score
 
 
 def _head_to_head(candidates: list[Candidate], options: SearchOptions, data: tuple[ArrayData, ArrayData],
@@ -603,7 +639,8 @@ def _head_to_head(candidates: list[Candidate], options: SearchOptions, data: tup
     policies = [(load_policy(c.seed_policy) if c.seed_policy else settings.space.decode(c.config), c.config)
                 for c in entries]
     seeds = tuple(options.seed + 1000 + s for s in range(options.top_k_seeds))
-    scores = _retrain_all(policies, seeds, options.retrain_epochs, data, settings, resources)
+    labels = tuple(contender_label(c) for c in entries)
+    scores = _retrain_all(policies, labels, seeds, options.retrain_epochs, data, settings, resources)
     rescored = [replace(c, retrain_scores=s) for c, s in zip(entries, scores)]
     return Comparison(rank_retrained(rescored[:len(proposed)]), rescored[-1] if baseline else None, seeds,
                       options.retrain_epochs)
@@ -612,7 +649,8 @@ def _head_to_head(candidates: list[Candidate], options: SearchOptions, data: tup
 def _finish(options: SearchOptions, settings: _Settings, record: TrialRecord, data: tuple[ArrayData, ArrayData],
             resources: _Resources, out: Path, seeds: list[Seed]) -> SearchOutcome:
     rows = record.table()  # the record: trials a resumed search's Tune snapshot lost are in it too
-    counts = {"trials": len(record.status), "failed": record.counts["failed"]}
+    # every trial settled: completed + stopped_early + failed add up to trials, a failed search's too
+    counts = {"trials": len(record.status), **{k: record.counts[k] for k in ("completed", "stopped_early", "failed")}}
     candidates = rank_candidates(rows, trial_configs(rows, settings.space), options.epochs, tuple(seeds))
     if not candidates:
         update_run(out, state="failed", **counts)
@@ -625,14 +663,13 @@ def _finish(options: SearchOptions, settings: _Settings, record: TrialRecord, da
     policies = [policy_for(options, settings.space, c, rows, rank=rank, versions=_versions(),
                            verdict=verdict if rank == 1 else None) for rank, c in enumerate(top, 1)]
     top_paths = write_top(out, policies)
-    completed, stopped = record.counts["completed"], record.counts["stopped_early"]
-    update_run(out, state="finished", finished=now(), chosen_trial=top[0].trial_id, completed=completed,
-               stopped_early=stopped, candidates=candidate_table(top), chosen_seed_policy=top[0].seed_policy,
+    update_run(out, state="finished", finished=now(), chosen_trial=top[0].trial_id,
+               candidates=candidate_table(top), chosen_seed_policy=top[0].seed_policy,
                head_to_head=comparison.record() if comparison else None,
                rank_correlation=comparison.rank_correlation if comparison else None, **counts)
-    return SearchOutcome(policies[0], top[0].score, top[0].trial_id, counts["trials"], completed, stopped,
-                         counts["failed"], out, out / "policy.json", out / "trials.parquet", out / "run.json",
-                         top_paths, comparison)
+    return SearchOutcome(policies[0], top[0].score, top[0].trial_id, counts["trials"], counts["completed"],
+                         counts["stopped_early"], counts["failed"], out, out / "policy.json", out / "trials.parquet",
+                         out / "run.json", top_paths, comparison)
 
 
 def _versions() -> dict[str, str]:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 from datetime import datetime
 
 from rich.console import Console
 
+from autoaug.search.compare import collect_retraining
 from autoaug.search.outcome import Progress
 from autoaug_cli.search_display import PhaseClock, SearchDisplay, best_text, clock, plain_line
 
@@ -23,24 +25,44 @@ def test_best_says_which_trial_and_epoch_it_is() -> None:
     p = Progress(3, 1, 0, 12, 0.975, 30.0, 60.0, best_trial="3f2a_00004", best_epoch=5)
     assert best_text(p) == "97.50% (trial 3f2a_00004, epoch 5)"
     assert best_text(Progress(0)) == "-"
-    assert best_text(Progress(2, best=0.5, phase="retrain", best_trial="x")) == "50.00% (trial x)"
+    assert best_text(Progress(2, best=0.5, phase="retrain", leader="trial x", leader_runs=1)) == \
+        "trial x, mean val 50.00% over 1 run"
+    assert best_text(Progress(0, phase="retrain")) == "-"
 
 
-def test_a_log_gets_one_timestamped_line_per_event_and_every_phase() -> None:
-    display, stream = _log_display()
+def _events(display: SearchDisplay) -> None:
+    """A search of 3 trials, then the re-training's events as the library sends them: 2 contenders and the
+    baseline, 2 seeds each, run 2 at a time; the runs end in this order (NaN: a run that failed)."""
     display.update(Progress(0, 2, 0, 3, 0.41, 5.0, None, best_trial="a_00000", best_epoch=1))
     display.update(Progress(1, 2, 0, 3, 0.62, 9.0, 18.0, best_trial="a_00001", best_epoch=1))
     display.update(Progress(1, 2, 0, 3, 0.62, 9.5, 17.0, best_trial="a_00001", best_epoch=1))  # nothing new
     display.update(Progress(3, 0, 0, 3, 0.70, 20.0, 0.0, best_trial="a_00002", best_epoch=1))
-    display.update(Progress(0, running=4, total=4, phase="retrain"))
-    display.update(Progress(1, running=3, total=4, elapsed=8.0, phase="retrain"))
+    ended = [(0, 0, 0.9338), (1, 0, 0.9512), (1, 1, 0.8606), (2, 0, math.nan), (0, 1, 0.9000), (2, 1, 0.9700)]
+    scores = collect_retraining(("trial a_00002", "trial a_00001", "baseline cropflip"), 2, 2, ended, display.update)
+    assert scores[1] == (0.9512, 0.8606) and math.isnan(scores[2][0])
+
+
+def test_a_log_gets_one_timestamped_line_per_event_and_every_phase() -> None:
+    display, stream = _log_display()
+    _events(display)
     display.close()
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 5 and all(LINE.match(line) for line in lines), lines
+    assert len(lines) == 10 and all(LINE.match(line) for line in lines), lines
     assert "search: 1/3 trials done, 2 running, 0 failed; best val 62.00% (trial a_00001, epoch 1)" in lines[1]
     assert "remaining ~0:00:00" in lines[2]  # the search is over
-    assert "re-training top k: 0/4 runs done, 0 failed" in lines[3] and lines[3].endswith("remaining ~?")
-    assert "re-training top k: 1/4 runs done, 0 failed" in lines[4]
+    events = [line.split(" ", 2)[2].rsplit("; elapsed", 1)[0] for line in lines[3:]]
+    # the start at once, then a line per run: the lead passes between contenders as runs end, and each
+    # line says whose mean it is and over how many runs
+    assert events == [
+        "re-training top k: 0/6 runs done, 0 failed; leading contender: -",
+        "re-training top k: 1/6 runs done, 0 failed; leading contender: trial a_00002, mean val 93.38% over 1 run",
+        "re-training top k: 2/6 runs done, 0 failed; leading contender: trial a_00001, mean val 95.12% over 1 run",
+        "re-training top k: 3/6 runs done, 0 failed; leading contender: trial a_00002, mean val 93.38% over 1 run",
+        "re-training top k: 3/6 runs done, 1 failed; leading contender: trial a_00002, mean val 93.38% over 1 run",
+        "re-training top k: 4/6 runs done, 1 failed; leading contender: trial a_00002, mean val 91.69% over 2 runs",
+        "re-training top k: 5/6 runs done, 1 failed; leading contender: baseline cropflip, mean val 97.00% over 1 run",
+    ]
+    assert lines[3].endswith("remaining ~?") and lines[-1].endswith("remaining ~0:00:00")
     assert "\x1b[" not in stream.getvalue()  # no terminal codes in a log
 
 

@@ -81,6 +81,7 @@ def _commands(root: Path) -> dict[str, list[str]]:
         "list_unknown": ["list", "op"],
         "list_datasets": ["list", "datasets"],
         "search_out_is_a_file": ["search", "--budget", "2", "--out", str(root / "a-file")],
+        "evaluate_out_is_a_file": ["evaluate", "cropflip", "--epochs", "1", "--out", str(root / "a-file")],
     }
     return commands | {case: ["validate", str(root / "bad" / f"{case}.json")] for case in MALFORMED}
 
@@ -202,6 +203,12 @@ def test_out_naming_a_file_is_one_line_before_anything_starts(runs: dict, worksp
     assert (workspace / "a-file").read_text() == "not a folder"
 
 
+def test_evaluate_out_naming_a_file_is_one_line_before_anything_trains(runs: dict, workspace: Path) -> None:
+    result = _result(runs, "evaluate_out_is_a_file")  # a check after training would take minutes, then "File exists"
+    assert _one_error_line(result) == f"error: --out {workspace / 'a-file'} is a file, not a folder; choose another --out"
+    assert result.stdout == "" and (workspace / "a-file").read_text() == "not a folder"
+
+
 # a log line: its time, the phase, its counts, the best so far, elapsed and the phase's remaining time
 LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} (search|re-training top k): \d+/\d+ (trials|runs) done.*; "
                       r"elapsed \d+:\d\d:\d\d, remaining ~(\d+:\d\d:\d\d|\?)$")
@@ -244,6 +251,10 @@ def test_search_of_a_train_only_folder_logs_every_phase_line_by_line(tmp_path: P
     assert search and "5/5 trials done" in search[-1] and re.search(r"best val \d+\.\d\d% \(trial \w+, epoch 1\)",
                                                                       search[-1])
     assert events.index(search[-1]) < events.index(retrain[0])  # re-training shows after the search
+    # ... at once: its start line comes before any run of it ends, and then each line names the leader
+    assert re.search(r" re-training top k: 0/\d+ runs done, 0 failed; leading contender: -; ", retrain[0]), retrain
+    assert re.search(r"; leading contender: (trial \w+|baseline [\w-]+), mean val \d+\.\d\d% over [12] runs?; ",
+                     retrain[-1]), retrain
     runs = re.search(r" (\d+)/(\d+) runs done", retrain[-1])  # up to 2 candidates and the best seed, x 2 seeds
     assert runs and runs[1] == runs[2] and int(runs[2]) in (4, 6) and retrain[-1].endswith("remaining ~0:00:00")
     assert "\x1b[" not in log.read_text()

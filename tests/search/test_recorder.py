@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,11 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 from ray.tune.experiment import Trial
 
+from autoaug.errors import AutoaugError
 from autoaug.results import TRIALS_FILE, TRIALS_LOG, TrialRecord, read_trials, trial_configs
 from autoaug.search import tune as search_tune
-from autoaug.search.options import Budget
+from autoaug.search.options import Budget, SearchOptions
 from autoaug.search.space import load_space
 from autoaug.search.synthetic import quality, synthetic_scores
+from autoaug.trainer import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -129,6 +132,36 @@ def test_settle_records_trials_cut_at_the_deadline_and_trials_a_snapshot_lost(tm
     status = {r["trial_id"]: r["status"] for r in pq.read_table(tmp_path / TRIALS_FILE).to_pylist()}
     assert status == {"a": "completed", "b": "stopped_early", "never": "stopped_early", "lost": "failed"}
     assert not (tmp_path / TRIALS_LOG).exists()
+
+
+def test_the_time_budget_is_timed_from_the_first_trials_start(tmp_path):
+    """Starting Ray's trial actors can take longer than a short budget: that time is not the search's."""
+    deadline = search_tune.Deadline(0.3)
+    time.sleep(0.4)  # the actors start
+    assert deadline.remaining() == 0.3 and not deadline.stop_all()
+    deadline.on_trial_start(0, [], _trial("a"))
+    assert 0.2 < deadline.remaining() <= 0.3 and not deadline.stop_all()
+    deadline.on_trial_start(0, [], _trial("b"))  # a later trial does not restart the clock
+    time.sleep(0.35)
+    assert deadline.remaining() == 0.0 and deadline.stop_all()
+    restored = pickle.loads(pickle.dumps(deadline))  # Tune pickles its stopper into the experiment
+    assert restored.remaining() == 0.3 and not restored.stop_all()
+    recorder = search_tune.Recorder(tmp_path, 2, Budget(seconds=0.3), deadline)
+    assert recorder.progress().remaining == 0.0  # the live display counts down the same clock
+
+
+def test_a_failed_search_writes_counts_that_add_up(tmp_path):
+    record = TrialRecord(tmp_path)
+    record.report(_row("a", 1, 0.4))
+    record.finish("a", "stopped_early")
+    record.finish("b", "failed", error="TrialFailed: nan: training loss became nan", base={"trial_id": "b"})
+    options = SearchOptions(dataset="digits", model="synthetic", epochs=2, out=str(tmp_path))
+    settings = search_tune._Settings(load_space("randaugment"), TrainConfig(model="proxy_tiny"), 1, synthetic=True)
+    with pytest.raises(AutoaugError, match="^no trial finished all 2 epochs"):
+        search_tune._finish(options, settings, record, (None, None), None, tmp_path, [])
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert {k: run[k] for k in ("state", "trials", "completed", "stopped_early", "failed")} == \
+        {"state": "failed", "trials": 2, "completed": 0, "stopped_early": 1, "failed": 1}
 
 
 def test_synthetic_scores_are_deterministic_and_best_at_the_optimum():

@@ -98,21 +98,38 @@ def test_pbt_writes_the_best_trials_policy_history_as_a_schedule(local_ray, tmp_
 
 
 def test_a_time_budget_records_every_trial_its_summary_counts(local_ray, tmp_path):
-    """Trials cut at the deadline are in trials.parquet with their final status (issue 13, item 4)."""
-    options = SearchOptions(dataset="digits", model="synthetic", budget="8s", epochs=2, scheduler="fifo", top_k=0,
+    """Trials cut at the deadline are in trials.parquet with their final status (issue 13, item 4).
+
+    The budget is timed from the first trial's start, so 3 s run trials however long the trial actors
+    take to start on a loaded machine: the search must not fail for want of time.
+    """
+    options = SearchOptions(dataset="digits", model="synthetic", budget="3s", epochs=2, scheduler="fifo", top_k=0,
                             out=str(tmp_path / "run"))
-    try:
-        outcome = search_tune.run_search(options)
-    except AutoaugError as error:  # a loaded machine may start no trial's actor before the deadline
-        assert "no trial finished all 2 epochs" in str(error)
-        outcome = None
+    outcome = search_tune.run_search(options)
     status = {r["trial_id"]: r["status"] for r in _rows(tmp_path / "run")}
-    assert status and "running" not in status.values()
     assert not (tmp_path / "run" / "trials.log.jsonl").exists(), "the record is compacted at the end"
-    if outcome is not None:
-        assert outcome.trials == len(status)
-        counted = {"completed": outcome.completed, "stopped_early": outcome.stopped_early, "failed": outcome.failed}
-        assert counted == {s: sum(v == s for v in status.values()) for s in counted}
+    counted = {"completed": outcome.completed, "stopped_early": outcome.stopped_early, "failed": outcome.failed}
+    assert outcome.trials == len(status) == sum(counted.values()) and outcome.completed >= 1
+    assert counted == {s: sum(v == s for v in status.values()) for s in counted}  # so none is left "running"
+    run = json.loads(outcome.run_path.read_text())
+    assert {k: run[k] for k in counted} == counted and run["trials"] == outcome.trials
+
+
+def test_the_retraining_reports_its_start_before_any_run_ends(local_ray, monkeypatch):
+    space = load_space("randaugment")
+    settings = search_tune._Settings(space, TrainConfig(model="proxy_tiny"), 1, synthetic=True)
+    points = [{**{k: d.low for k, d in space.parameters().items()}},
+              {**{k: d.high for k, d in space.parameters().items()}}]
+    events = []
+    monkeypatch.setitem(search_tune._LIVE, "hook", events.append)
+    scores = search_tune._retrain_all([(None, point) for point in points], ("trial t_00001", "baseline cropflip"),
+                                      (7, 8), 2, (None, None), settings, search_tune._Resources(1, 0.0, 2))
+    assert [(e.phase, e.done, e.failed, e.total) for e in events] == [("retrain", n, 0, 4) for n in range(5)]
+    assert (events[0].running, events[0].best, events[0].leader, events[0].remaining) == (2, None, None, None)
+    means = {label: sum(row) / 2 for label, row in zip(("trial t_00001", "baseline cropflip"), scores)}
+    leader = max(means, key=means.get)
+    assert (events[-1].leader, events[-1].leader_runs, events[-1].remaining) == (leader, 2, 0.0)
+    assert events[-1].best == pytest.approx(means[leader])
 
 
 def test_nevergrad_is_told_only_full_length_results():
