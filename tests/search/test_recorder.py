@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -51,6 +53,18 @@ def test_events_append_a_line_each_and_compaction_writes_the_table(tmp_path):
     assert [(r["trial_id"], r["epoch"], r["status"], r["val_accuracy"]) for r in rows] == \
         [("a", 1, "completed", 0.5), ("a", 2, "completed", 0.6)]
     assert trial_configs(rows) == {"a": {"augment.magnitude": 0.5, "augment.ops": ["rotate", "shear_x"]}}
+
+
+def test_the_log_and_the_table_are_readable_by_others_under_umask_077(tmp_path):
+    old = os.umask(0o077)
+    try:
+        record = TrialRecord(tmp_path)
+        record.report(_row("a", 1, 0.5))
+        assert stat.S_IMODE((tmp_path / TRIALS_LOG).stat().st_mode) == 0o644  # read_trials reads it mid-search
+        record.compact()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / TRIALS_FILE).stat().st_mode) == 0o644
 
 
 def test_the_table_is_refreshed_during_a_search_at_most_a_small_share_of_the_time(tmp_path, monkeypatch):
