@@ -168,7 +168,7 @@ def test_regime_streams_are_derived_from_the_seed_not_offset_from_it() -> None:
     for s, regime in enumerate(regimes):
         assert (regime.augment.seed, regime.mixer.seed, regime.draws.initial_seed()) == \
             tuple(derive_seed(s, k) for k in range(3))
-    streams = [seed for regime in regimes for seed in (regime.augment.seed, regime.mixer.seed, regime.draws.initial_seed())]
+    streams = [seed for r in regimes for seed in (r.augment.seed, r.mixer.seed, r.draws.initial_seed())]
     assert len(set(streams)) == len(streams)
     # with seed + 1 for mixing, seed s mixed with the very draws that seed s + 1 augmented with
     first_draws = [torch.rand(16, generator=regime.augment.generator("cpu")) for regime in regimes]
