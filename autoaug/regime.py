@@ -18,6 +18,7 @@ import torch.nn.functional as nnf
 from autoaug.augment import BatchAugment, check_progress
 from autoaug.mixing import BatchMixer, soft_cross_entropy
 from autoaug.policy import Labels, Policy, Resolution
+from autoaug.seeding import derive_seed
 from autoaug.widthres import LossFn, SandwichStep
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
@@ -42,6 +43,24 @@ def low_resolution(resolution: Resolution | None, progress: float, draw: float) 
     return None
 
 
+@dataclass(frozen=True)
+class RegimeSeeds:
+    """The seeds of a regime's streams, each derived from its one ``seed`` (None: unseeded, fresh draws).
+
+    Derived, not ``seed + k``: with offsets, seed 0's mixing stream was seed 1's policy stream.
+    """
+
+    policy: int | None
+    mixing: int | None
+    draws: int | None
+
+    @classmethod
+    def of(cls, seed: int | None) -> RegimeSeeds:
+        if seed is None:
+            return cls(None, None, None)
+        return cls(*(derive_seed(seed, k) for k in range(3)))
+
+
 def unit_scale(images: torch.Tensor) -> torch.Tensor:
     """uint8 -> float32 in [0, 1], the default normalisation (pass your own, e.g. mean/std)."""
     return images.to(torch.float32) / 255.0
@@ -56,22 +75,23 @@ class Regime:
     targets, and the resolution used.  ``regime.backward(model, batch)`` then runs forward and backward:
     once, or the width/resolution sandwich when the policy has a ``width_resolution`` section.
     ``labels`` replaces the policy's ``labels`` section; ``draws`` is the generator for the resolution
-    and sandwich draws (default: one seeded from ``seed``).
+    and sandwich draws (default: one seeded from ``seed``).  The policy, mixing and draws streams are
+    independent streams derived from ``seed`` (see ``RegimeSeeds``).
     """
 
     def __init__(self, policy: Policy, *, num_classes: int, seed: int | None = None,
                  normalize: Normalize = unit_scale, labels: Labels | None = None,
                  draws: torch.Generator | None = None) -> None:
         self.policy, self.normalize = policy, normalize
-        self.augment = BatchAugment(policy, seed=seed)
-        self.mixer = BatchMixer(policy, num_classes=num_classes, seed=None if seed is None else seed + 1,
-                                labels=labels)
+        self.seeds = RegimeSeeds.of(seed)
+        self.augment = BatchAugment(policy, seed=self.seeds.policy)
+        self.mixer = BatchMixer(policy, num_classes=num_classes, seed=self.seeds.mixing, labels=labels)
         if draws is None:
             draws = torch.Generator()
             if seed is None:
                 draws.seed()
             else:
-                draws.manual_seed(seed + 3)
+                draws.manual_seed(self.seeds.draws)
         self.draws = draws
         self._sandwich: SandwichStep | None = None
 

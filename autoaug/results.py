@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from autoaug.errors import AutoaugError
-from autoaug.policy import write_atomic
+from autoaug.policy import FILE_MODE, publish, write_atomic
 
 
 def check_out_folder(out: str | Path) -> None:
@@ -30,18 +30,17 @@ def check_out_folder(out: str | Path) -> None:
 
 
 def write_parquet(rows: Sequence[dict[str, Any]], path: str | Path, *, metadata: dict[bytes, bytes] | None = None) -> Path:
-    """Write ``rows`` (dicts; missing keys become nulls) as one Parquet table, atomically."""
+    """Write ``rows`` (dicts; missing keys become nulls) as one Parquet table, atomically, mode 0644."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     table = pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in rows])
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    # not mkstemp: its 0600 would survive the rename; a plain new file honours the umask (0644 by default)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -154,6 +153,7 @@ class TrialRecord:
         if self._log is None:
             self.out.mkdir(parents=True, exist_ok=True)
             self._log = open(self.out / TRIALS_LOG, "ab", buffering=0)  # noqa: SIM115 - kept open between events
+            os.fchmod(self._log.fileno(), FILE_MODE)  # read_trials reads it during a search, from any account
         # one write call per event: once it returns, the line survives a kill of this process
         self._log.write(json.dumps({"seq": self.seq, **event}, default=str).encode() + b"\n")
         if time.monotonic() >= self._next_refresh:

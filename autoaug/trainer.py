@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as nnf
 
@@ -22,21 +21,12 @@ from autoaug.mixing import soft_cross_entropy
 from autoaug.models import MODELS, build_model
 from autoaug.policy import Labels, Policy
 from autoaug.regime import Regime, low_resolution  # noqa: F401 (low_resolution: re-exported, tests use it)
+from autoaug.seeding import derive_seed
 from autoaug.widthres import SandwichStep, evaluate_grid
 
 Status = Literal["ok", "nan", "oom", "stopped"]
 LR_REFERENCE_BATCH = 512  # TrainConfig.lr is the rate for this many images a step; see scaled_lr
 STREAMS = ("init", "order", "augment")
-
-
-def derive_seed(seed: int, *path: int) -> int:
-    """A 63-bit seed for the stream at ``path`` below ``seed``, independent of every other (seed, path).
-
-    numpy's SeedSequence hashes the pair, so seed 1's first stream is unrelated to seed 0's second,
-    as ``seed + k`` offsets were not.
-    """
-    state = np.random.SeedSequence(entropy=seed % 2**128, spawn_key=path).generate_state(2, np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1
 
 
 @dataclass(frozen=True)
@@ -54,7 +44,11 @@ class SeedStreams:
                       for k, name in enumerate(STREAMS)})
 
     def augment_part(self, part: int, restart: int = 0) -> int:
-        """Seeds below the augmentation stream: 0 the policy, 1 mixing, 2 resolution/width draws."""
+        """Seeds below the augmentation stream: 0 the regime's (one per policy change, ``restart``; the
+        Regime derives its policy and mixing streams from it), 2 the run's resolution/width draws.
+
+        Part 1 is unused: it was meant for mixing, which is a stream of the regime's seed.
+        """
         return derive_seed(self.augment, part, restart)
 
 
@@ -253,7 +247,8 @@ class _Run:
             if policy.width_resolution else None
 
     def make_regime(self, policy: Policy, seed: int) -> Regime:
-        """Augmentation seeded with ``seed``, mixing with ``seed + 1``; resolution draws from ``draws``."""
+        """A regime whose policy and mixing streams derive from ``seed``; resolution draws from ``draws``,
+        which outlive a policy change."""
         return Regime(policy, num_classes=self.num_classes, seed=seed, normalize=self.normalize,
                       labels=_labels(policy, self.config), draws=self.draws)
 

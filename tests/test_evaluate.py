@@ -32,9 +32,17 @@ def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])
+def umask(request):
+    """Result files are 0644 whatever the umask: 077, common on shared machines, must not hide them."""
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
 @pytest.fixture()
-def umask_022():
-    old = os.umask(0o022)
+def umask_077():
+    old = os.umask(0o077)
     yield
     os.umask(old)
 
@@ -45,7 +53,7 @@ def _strict(text: str) -> dict:
     return json.loads(text, parse_constant=refuse)
 
 
-def test_run_evaluation_end_to_end(digits_npz, tmp_path, monkeypatch, umask_022):
+def test_run_evaluation_end_to_end(digits_npz, tmp_path, monkeypatch, umask_077):
     seen = []
     real_train = evaluate_module.train
 
@@ -125,7 +133,7 @@ def test_summary_cells_show_ece_and_say_n_1():
     assert summary_cells(PolicyScore("c", (), ("seed 0: nan: x",))) == ("-", "-", "-", "0")
 
 
-def test_json_is_strict_and_nan_becomes_null(tmp_path, umask_022):
+def test_json_is_strict_and_nan_becomes_null(tmp_path, umask):
     data = {"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": (2, "x"), "e": 0.5}
     assert json_safe(data) == {"a": None, "b": [1.0, None, {"c": None}], "d": [2, "x"], "e": 0.5}
     path = write_json(data, tmp_path / "out" / "r.json")
@@ -133,7 +141,7 @@ def test_json_is_strict_and_nan_becomes_null(tmp_path, umask_022):
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
-def test_parquet_is_readable_by_others_and_leaves_no_temporary(tmp_path, umask_022):
+def test_parquet_is_readable_by_others_and_leaves_no_temporary(tmp_path, umask):
     path = write_parquet([{"a": 1}, {"b": "x"}], tmp_path / "t.parquet")
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert pq.read_table(path).to_pylist() == [{"a": 1, "b": None}, {"a": None, "b": "x"}]

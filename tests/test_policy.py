@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -268,10 +269,19 @@ def test_save_round_trips_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     load_policy("cropflip").save(path)  # overwriting an existing file
     assert load_policy(path).name == "cropflip"
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["p.json"]
-    plain = tmp_path / "plain.json"
-    plain.write_text("{}")
-    # mode as an ordinary write under the umask (it was mkstemp's 0600: colleagues could not read a policy)
-    assert path.stat().st_mode == plain.stat().st_mode
+
+
+def test_save_is_readable_by_others_under_a_restrictive_umask(tmp_path: Path) -> None:
+    # it was mkstemp's 0600, then the umask's: under umask 077 colleagues could not read a policy
+    old = os.umask(0o077)
+    try:
+        path = load_policy("cropflip").save(tmp_path / "p.json")
+        plain = tmp_path / "plain.json"
+        plain.write_text("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o600  # the umask is in force
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_save_is_atomic_when_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

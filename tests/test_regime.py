@@ -14,6 +14,8 @@ import autoaug
 import autoaug.regime as regime_module
 from autoaug.models import build_model
 from autoaug.policy import policy_from_dict
+from autoaug.regime import RegimeSeeds
+from autoaug.seeding import derive_seed
 
 README = Path(__file__).parent.parent / "README.md"
 SMOOTHING, STRENGTH, CLASSES = 0.1, 0.8, 10
@@ -159,3 +161,22 @@ def test_regime_refuses_progress_outside_training() -> None:
     regime = autoaug.Regime(EVERYTHING, num_classes=CLASSES, seed=0)
     with pytest.raises(ValueError, match=r"in \[0, 1\]; got 1.5"):
         regime(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1]), progress=1.5)
+
+
+def test_regime_streams_are_derived_from_the_seed_not_offset_from_it() -> None:
+    regimes = [autoaug.Regime(EVERYTHING, num_classes=CLASSES, seed=s) for s in range(40)]
+    for s, regime in enumerate(regimes):
+        assert (regime.augment.seed, regime.mixer.seed, regime.draws.initial_seed()) == \
+            tuple(derive_seed(s, k) for k in range(3))
+    streams = [seed for r in regimes for seed in (r.augment.seed, r.mixer.seed, r.draws.initial_seed())]
+    assert len(set(streams)) == len(streams)
+    # with seed + 1 for mixing, seed s mixed with the very draws that seed s + 1 augmented with
+    first_draws = [torch.rand(16, generator=regime.augment.generator("cpu")) for regime in regimes]
+    for s, regime in enumerate(regimes[:-1]):
+        assert not torch.equal(torch.rand(16, generator=regime.mixer._generator()), first_draws[s + 1])
+
+
+def test_an_unseeded_regime_draws_afresh() -> None:
+    one, other = (autoaug.Regime(EVERYTHING, num_classes=CLASSES) for _ in range(2))
+    assert one.seeds == RegimeSeeds(None, None, None)
+    assert not torch.equal(torch.rand(16, generator=one.draws), torch.rand(16, generator=other.draws))

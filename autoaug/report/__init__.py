@@ -35,7 +35,7 @@ class _Writer:
 
     def plot(self, slug: str, png: bytes, alt: str) -> str:
         path = self.folder / f"report-{slug}.png"
-        path.write_bytes(png)
+        write_atomic(path, png)
         self.images.append(path)
         return figure(png, alt)
 

@@ -15,6 +15,7 @@ from autoaug.models import MODELS
 from autoaug.results import check_out_folder
 from autoaug.search.space import SearchSpace
 from autoaug.search.synthetic import SYNTHETIC
+from autoaug.seeding import derive_seed
 from autoaug.trainer import TrainConfig, auto_batch_size
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h)$")
@@ -30,6 +31,8 @@ DEFAULT_EPOCHS = 5
 # Short trials favour weak augmentation, so a trial trains a sizeable share of the target length and
 # ASHA judges it no earlier than half way (see tune.grace_period).
 TRIAL_FRACTION = 0.5
+# streams below the search seed, each a (stream, n) path: trial n's training seed, the head-to-head's seed n
+TRIAL_SEEDS, RETRAIN_SEEDS = 0, 1
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,8 @@ def prepare(options: SearchOptions) -> SearchOptions:
 
 
 def train_config(options: SearchOptions, space: SearchSpace) -> TrainConfig:
-    """How each trial trains; an unknown or unsuitable model is a one-line error before any trial runs."""
+    """How each trial trains, with the search's seed (each trial trains with its own ``trial_seed`` of it);
+    an unknown or unsuitable model is a one-line error before any trial runs."""
     # synthetic trials train nothing; the config names a real model so that it stays a valid TrainConfig
     model = "proxy_tiny" if options.model == SYNTHETIC else options.model
     config = TrainConfig(model=model, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
@@ -232,6 +236,21 @@ def train_config(options: SearchOptions, space: SearchSpace) -> TrainConfig:
         raise AutoaugError(f"space {space.name} trains width/resolution sub-networks, which needs a slimmable "
                            f"model; {options.model} is not (slimmable: {slim})")
     return config
+
+
+def trial_seed(search_seed: int, number: int) -> int:
+    """The training seed of the search's trial ``number`` (the order the searcher proposed it in).
+
+    Each trial has its own initial weights, batch order and augmentation draws, as independent
+    evaluations must; the same search seed gives every trial the same seed again, on a rerun or a resume.
+    """
+    return derive_seed(search_seed, TRIAL_SEEDS, number)
+
+
+def retrain_seeds(search_seed: int, count: int) -> tuple[int, ...]:
+    """The head-to-head's seeds: the same for every contender (a paired comparison), none a trial's,
+    and none another search seed's (``search_seed + 1000 + k`` shared all but one with the next seed)."""
+    return tuple(derive_seed(search_seed, RETRAIN_SEEDS, k) for k in range(count))
 
 
 def resolve_batch_size(options: SearchOptions, train: ArrayData) -> SearchOptions:

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -36,7 +37,8 @@ from autoaug.errors import AutoaugError
 from autoaug.policy import Policy, load_policy
 from autoaug.results import TrialRecord, library_versions
 from autoaug.search.options import (TRIAL_FRACTION, Budget, SearchOptions, parse_budget, prepare, read_run,
-                                    resolve_batch_size, resolve_gpus_per_trial, search_data, train_config)
+                                    resolve_batch_size, resolve_gpus_per_trial, retrain_seeds, search_data,
+                                    train_config, trial_seed)
 from autoaug.search.compare import (Comparison, collect_retraining, contender_label, contenders, final_ranking,
                                     rank_retrained)
 from autoaug.search.outcome import (Candidate, Progress, SearchInterrupted, SearchOutcome, candidate_table,
@@ -52,6 +54,7 @@ _METRIC_COLUMNS = ("epoch", METRIC, "train_loss", "val_loss", "val_ece", "images
                    "node_id", "time_total_s", "reported_at")
 _FINISHED = (Trial.TERMINATED, Trial.ERROR)
 _REPROPOSALS = 20  # asks per trial before a repeated point is run anyway
+_NUMBER = re.compile(r"_n(\d+)$")  # a trial name's proposal number (see _trial_name)
 # The running search's progress hook.  Ray pickles callbacks into the experiment state (a live display
 # cannot be pickled), and a restored search gets its callbacks back from there, so the hook lives here.
 _LIVE: dict[str, Callable[[Progress], None] | None] = {"hook": None}
@@ -66,9 +69,30 @@ class _Settings:
     """What every trial needs besides its config and the data; shipped once with the trainable."""
 
     space: SearchSpace
-    train_config: TrainConfig
+    train_config: TrainConfig  # its seed is the search's: a trial trains with its own (see _trial_config)
     cpus: int
     synthetic: bool = False
+
+
+def _trial_name(trial: Trial) -> str:
+    """Ray's name for the trial plus ``_n`` and its proposal number: the searcher's count of the trials
+    it proposed (the number its experiment tag starts with), which a resumed search carries on."""
+    number = int(re.match(r"\d+", trial.experiment_tag).group())
+    return f"{trial.trainable_name}_{trial.trial_id}_n{number}"
+
+
+def seed_for_trial(trial_name: str | None, search_seed: int) -> int:
+    """The seed a trial trains with: ``trial_seed`` of its proposal number; the search's own seed for a
+    trainable called outside Tune (no name) or a name without a number."""
+    match = _NUMBER.search(trial_name or "")
+    return search_seed if match is None else trial_seed(search_seed, int(match.group(1)))
+
+
+def _trial_config(settings: _Settings) -> TrainConfig:
+    """The search's training config with this trial's own seed: its initial weights, batch order and
+    augmentation draws are its own, and the same on a rerun of the search."""
+    base = settings.train_config
+    return replace(base, seed=seed_for_trial(tune.get_context().get_trial_name(), base.seed))
 
 
 def _tune_domain(domain: Domain) -> Any:
@@ -103,7 +127,7 @@ def _trial(config: dict[str, Any], data: tuple[ArrayData, ArrayData] | None = No
     """One trial: decode, train, report every epoch; NaN and OOM become trial errors with their reason."""
     torch.set_num_threads(settings.cpus)
     policy = settings.space.decode(config)
-    result = train(policy, *data, settings.train_config, on_epoch=lambda m: tune.report(_report(m)))
+    result = train(policy, *data, _trial_config(settings), on_epoch=lambda m: tune.report(_report(m)))
     if result.status in ("nan", "oom"):
         raise TrialFailed(f"{result.status}: {result.message}")
 
@@ -112,8 +136,8 @@ def _synthetic_trial(config: dict[str, Any], data: tuple[ArrayData, ArrayData] |
                      settings: _Settings | None = None) -> None:
     """The ``synthetic`` model: a score per epoch from the point itself, reported like a trained one's."""
     start = time.monotonic()
-    scores = synthetic_scores(settings.space.parameters(), config, epochs=settings.train_config.epochs,
-                              seed=settings.train_config.seed)
+    trial = _trial_config(settings)
+    scores = synthetic_scores(settings.space.parameters(), config, epochs=trial.epochs, seed=trial.seed)
     for epoch, score in scores:
         seconds = time.monotonic() - start
         tune.report(_report(EpochMetrics(epoch, 1.0 - score, score, 1.0 - score, 0.0, 0.0, seconds)))
@@ -125,7 +149,7 @@ def _pbt_trial(config: dict[str, Any], data: tuple[ArrayData, ArrayData] | None 
     """PBA-style: PBT may swap in a new config between epochs; the checkpoint carries the policy history."""
     torch.set_num_threads(settings.cpus)
     policy = settings.space.decode(config)
-    trainer, history = Trainer(policy, *data, settings.train_config), []
+    trainer, history = Trainer(policy, *data, _trial_config(settings)), []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # resumed, or cloned from a better trial (exploit) with a perturbed config
         with checkpoint.as_directory() as folder:
@@ -183,10 +207,14 @@ class Deadline(tune.Callback, Stopper):
 
 
 class Recorder(tune.Callback):
-    """Each result and trial end, appended to the search's ``TrialRecord`` as it happens; live progress."""
+    """Each result and trial end, appended to the search's ``TrialRecord`` as it happens; live progress.
 
-    def __init__(self, out: Path, epochs: int, budget: Budget, deadline: Deadline | None = None) -> None:
-        self.out, self.epochs, self.budget, self.deadline = out, epochs, budget, deadline
+    ``seed`` is the search's: each row records the seed its trial trained with (``seed_for_trial``).
+    """
+
+    def __init__(self, out: Path, epochs: int, budget: Budget, deadline: Deadline | None = None, *,
+                 seed: int) -> None:
+        self.out, self.epochs, self.budget, self.deadline, self.seed = out, epochs, budget, deadline, seed
         self._open()
 
     def _open(self) -> None:
@@ -195,7 +223,8 @@ class Recorder(tune.Callback):
         self.start = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"out": self.out, "epochs": self.epochs, "budget": self.budget, "deadline": self.deadline}
+        return {"out": self.out, "epochs": self.epochs, "budget": self.budget, "deadline": self.deadline,
+                "seed": self.seed}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -215,7 +244,8 @@ class Recorder(tune.Callback):
         metrics = {k: v for k, v in (result or {}).items() if k in _METRIC_COLUMNS}
         if result and "history" in result:  # PBT: the config each epoch trained with
             metrics["history"] = json.dumps(result["history"])
-        return {"trial_id": trial.trial_id, **metrics, **config_columns(trial.config)}
+        return {"trial_id": trial.trial_id, "seed": seed_for_trial(str(trial), self.seed), **metrics,
+                **config_columns(trial.config)}
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.record.report(self._row(trial, result))
@@ -489,6 +519,7 @@ def _tuner(options: SearchOptions, space: SearchSpace, trainable: Any, recorder:
     tune_config = tune.TuneConfig(
         metric=METRIC, mode="max", num_samples=budget.trials or -1,
         search_alg=searcher, scheduler=_scheduler(options, space), max_concurrent_trials=resources.concurrency,
+        trial_name_creator=_trial_name,  # the number in the name gives the trial its seed
         reuse_actors=True)  # a new actor per trial would import torch again: seconds per trial on a CPU
     run_config = tune.RunConfig(
         name="tune", storage_path=str(out), verbose=0, stop=deadline,
@@ -552,11 +583,12 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
                                            restart_errored=False)
             else:
                 deadline = Deadline(budget.seconds) if budget.seconds is not None else None
-                recorder = Recorder(out, options.epochs, budget, deadline)
+                recorder = Recorder(out, options.epochs, budget, deadline, seed=options.seed)
                 tuner = _tuner(options, space, trainable, recorder, out, resources, seeds)
             grid = tuner.fit()
         _check_interrupted(grid, budget, out)
-        record = settle(out, grid._experiment_analysis.trials, Recorder(out, options.epochs, budget))
+        recorder = Recorder(out, options.epochs, budget, seed=options.seed)
+        record = settle(out, grid._experiment_analysis.trials, recorder)
         return _finish(options, settings, record, data, resources, out, seeds)
     finally:
         _LIVE["hook"] = None
@@ -638,7 +670,7 @@ def _head_to_head(candidates: list[Candidate], options: SearchOptions, data: tup
         return None
     policies = [(load_policy(c.seed_policy) if c.seed_policy else settings.space.decode(c.config), c.config)
                 for c in entries]
-    seeds = tuple(options.seed + 1000 + s for s in range(options.top_k_seeds))
+    seeds = retrain_seeds(options.seed, options.top_k_seeds)
     labels = tuple(contender_label(c) for c in entries)
     scores = _retrain_all(policies, labels, seeds, options.retrain_epochs, data, settings, resources)
     rescored = [replace(c, retrain_scores=s) for c, s in zip(entries, scores)]

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from autoaug.policy import load_policy
+from autoaug.search.options import retrain_seeds, trial_seed
 from autoaug.search.outcome import trial_configs
 from autoaug.results import read_trials
 from autoaug.search.seeds import canonical, seed_of, seeds_for
@@ -54,9 +55,11 @@ def test_search_with_nevergrad_and_asha_writes_rows_and_chooses_by_the_rule(tmp_
     assert all(e == list(range(1, len(e) + 1)) for e in epochs.values())
     for row in rows:  # ASHA stops some after epoch 1; those are not candidates
         assert row["status"] == ("completed" if len(epochs[row["trial_id"]]) == 2 else "stopped_early")
-    expected = {"trial_id", "status", "error", "epoch", "val_accuracy", "train_loss", "val_loss", "val_ece",
+    expected = {"trial_id", "seed", "status", "error", "epoch", "val_accuracy", "train_loss", "val_loss", "val_ece",
                 "images_per_second", "epoch_seconds", "time_total_s", "node_id"}
     assert expected <= set(rows[0])
+    # each trial trained with a seed of its own, from --seed and the order it was proposed in
+    assert sorted({r["trial_id"]: r["seed"] for r in rows}.values()) == sorted(trial_seed(0, n) for n in range(1, 9))
     assert {f"config.{name}" for name in load_space("default").parameters()} <= set(rows[0])
     assert run["state"] == "finished" and run["started"] and {"ray", "nevergrad"} <= set(run["versions"])
     assert (out / "top" / "rank-1.json").exists() and summary["trials"] == 8
@@ -78,7 +81,7 @@ def test_search_with_nevergrad_and_asha_writes_rows_and_chooses_by_the_rule(tmp_
     assert h2h["baseline"]["trial_id"] == best_seed["trial_id"]
     assert h2h["baseline"]["seed_policy"] == seed_trials[best_seed["trial_id"]]
     entries = [*h2h["candidates"], h2h["baseline"]]
-    assert all(len(e["retrain_scores"]) == 2 for e in entries) and h2h["seeds"] == [1000, 1001]
+    assert all(len(e["retrain_scores"]) == 2 for e in entries) and h2h["seeds"] == list(retrain_seeds(0, 2))
     best = max(h2h["candidates"], key=lambda e: e["mean"])
     assert h2h["margin"] == pytest.approx(best["mean"] - h2h["baseline"]["mean"])
     chosen = best if h2h["margin"] > 0 else h2h["baseline"]

@@ -17,10 +17,11 @@ import pytest
 import ray
 
 from autoaug.results import read_trials
-from autoaug.search.options import SearchOptions
-from autoaug.search.outcome import Progress, SearchInterrupted
+from autoaug.search.options import SearchOptions, trial_seed
+from autoaug.search.outcome import Progress, SearchInterrupted, trial_configs
+from autoaug.search.space import load_space
 from autoaug.search.tune import run_search
-from autoaug.search.synthetic import EPOCH_SECONDS_ENV
+from autoaug.search.synthetic import EPOCH_SECONDS_ENV, synthetic_scores
 
 BUDGET = 16
 TIMEOUT = 240
@@ -130,6 +131,16 @@ def test_kill_9_then_sigterm_then_resume_lose_no_finished_trial(local_ray, tmp_p
 
 def test_sigterm_ends_a_search_resumably(local_ray, tmp_path):
     _sigterm_then_finish(tmp_path / "run", {})
+    # the resumed search numbers its trials on from where it stopped: every trial has a seed of its own,
+    # and trained with it (a synthetic score is a function of the point and the seed), runs again included
+    rows = read_trials(tmp_path / "run")
+    seeds = {r["trial_id"]: r["seed"] for r in rows}
+    assert sorted(seeds.values()) == sorted(trial_seed(5, n) for n in range(1, len(seeds) + 1))
+    space = load_space("default")
+    configs = trial_configs(rows, space)
+    for row in (r for r in rows if r["epoch"] is not None):
+        scores = dict(synthetic_scores(space.parameters(), configs[row["trial_id"]], epochs=3, seed=row["seed"]))
+        assert row["val_accuracy"] == pytest.approx(scores[row["epoch"]])
 
 
 def _sigterm_then_finish(out: Path, kept: dict) -> None:

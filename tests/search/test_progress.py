@@ -17,7 +17,7 @@ class _Trial:
 
 
 def test_progress_names_the_trial_and_epoch_of_the_best_score(tmp_path: Path) -> None:
-    recorder = Recorder(tmp_path, epochs=2, budget=Budget(trials=3))
+    recorder = Recorder(tmp_path, epochs=2, budget=Budget(trials=3), seed=0)
     a, b = _Trial("a"), _Trial("b")
     for trial, epoch, accuracy in [(a, 1, 0.5), (b, 1, 0.8), (a, 2, 0.8), (b, 2, 0.6)]:
         recorder.on_trial_result(0, [a, b], trial, {"epoch": epoch, "val_accuracy": accuracy})

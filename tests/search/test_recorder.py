@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,6 +58,18 @@ def test_events_append_a_line_each_and_compaction_writes_the_table(tmp_path):
     assert trial_configs(rows) == {"a": {"augment.magnitude": 0.5, "augment.ops": ["rotate", "shear_x"]}}
 
 
+def test_the_log_and_the_table_are_readable_by_others_under_umask_077(tmp_path):
+    old = os.umask(0o077)
+    try:
+        record = TrialRecord(tmp_path)
+        record.report(_row("a", 1, 0.5))
+        assert stat.S_IMODE((tmp_path / TRIALS_LOG).stat().st_mode) == 0o644  # read_trials reads it mid-search
+        record.compact()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / TRIALS_FILE).stat().st_mode) == 0o644
+
+
 def test_the_table_is_refreshed_during_a_search_at_most_a_small_share_of_the_time(tmp_path, monkeypatch):
     monkeypatch.setattr(TrialRecord, "REFRESH_MIN_SECONDS", 0.0)
     monkeypatch.setattr(TrialRecord, "REFRESH_RATIO", 1e6)  # (50 in use; this keeps a loaded machine in step)
@@ -100,14 +114,15 @@ def test_a_line_cut_by_a_kill_and_a_kill_during_compaction_lose_nothing(tmp_path
 
 def test_a_restore_keeps_what_the_record_finished_though_tunes_snapshot_lags(tmp_path):
     """The bug of issue 12: Tune's snapshot showed a finished trial as running and lacked another."""
-    first = search_tune.Recorder(tmp_path, 2, Budget(trials=4))
+    first = search_tune.Recorder(tmp_path, 2, Budget(trials=4), seed=5)
     for trial, score in (("a", 0.7), ("b", 0.6)):
         first.on_trial_result(0, [], _trial(trial), {"epoch": 1, "val_accuracy": score - 0.1})
         first.on_trial_result(0, [], _trial(trial), {"epoch": 2, "val_accuracy": score})
         first.on_trial_complete(0, [], _trial(trial))
     first.on_trial_result(0, [], _trial("c"), {"epoch": 1, "val_accuracy": 0.3})  # killed here
     before = _scores(tmp_path)
-    restored = search_tune.Recorder(tmp_path, 2, Budget(trials=4))  # Tune unpickles its callback
+    restored = pickle.loads(pickle.dumps(first))  # Tune unpickles its callback
+    assert (restored.seed, restored.epochs, restored.budget) == (5, 2, Budget(trials=4))
     snapshot = [_trial("a", Trial.RUNNING), _trial("c", Trial.PENDING)]  # b lost, a not yet finished
     restored.on_step_begin(0, snapshot)
     restored.on_trial_result(0, snapshot, _trial("a"), {"epoch": 1, "val_accuracy": 0.2})
@@ -123,12 +138,12 @@ def test_a_restore_keeps_what_the_record_finished_though_tunes_snapshot_lags(tmp
 
 
 def test_settle_records_trials_cut_at_the_deadline_and_trials_a_snapshot_lost(tmp_path):
-    recorder = search_tune.Recorder(tmp_path, 2, Budget(seconds=20))
+    recorder = search_tune.Recorder(tmp_path, 2, Budget(seconds=20), seed=0)
     recorder.on_trial_result(0, [], _trial("a"), {"epoch": 2, "val_accuracy": 0.7})
     recorder.on_trial_result(0, [], _trial("b"), {"epoch": 1, "val_accuracy": 0.4})
     recorder.on_trial_result(0, [], _trial("lost"), {"epoch": 1, "val_accuracy": 0.3})
     ended = [_trial("a", Trial.TERMINATED), _trial("b", Trial.TERMINATED), _trial("never", Trial.TERMINATED)]
-    search_tune.settle(tmp_path, ended, search_tune.Recorder(tmp_path, 2, Budget(seconds=20)))
+    search_tune.settle(tmp_path, ended, search_tune.Recorder(tmp_path, 2, Budget(seconds=20), seed=0))
     status = {r["trial_id"]: r["status"] for r in pq.read_table(tmp_path / TRIALS_FILE).to_pylist()}
     assert status == {"a": "completed", "b": "stopped_early", "never": "stopped_early", "lost": "failed"}
     assert not (tmp_path / TRIALS_LOG).exists()
@@ -146,7 +161,7 @@ def test_the_time_budget_is_timed_from_the_first_trials_start(tmp_path):
     assert deadline.remaining() == 0.0 and deadline.stop_all()
     restored = pickle.loads(pickle.dumps(deadline))  # Tune pickles its stopper into the experiment
     assert restored.remaining() == 0.3 and not restored.stop_all()
-    recorder = search_tune.Recorder(tmp_path, 2, Budget(seconds=0.3), deadline)
+    recorder = search_tune.Recorder(tmp_path, 2, Budget(seconds=0.3), deadline, seed=0)
     assert recorder.progress().remaining == 0.0  # the live display counts down the same clock
 
 

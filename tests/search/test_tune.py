@@ -17,10 +17,11 @@ from autoaug.errors import AutoaugError
 from autoaug.policy import Schedule, load_policy
 from autoaug.search import tune as search_tune
 from autoaug.search.seeds import seed_of
-from autoaug.search.options import SearchOptions
+from autoaug.search.options import SearchOptions, retrain_seeds, trial_seed
+from autoaug.search.outcome import trial_configs
 from autoaug.search.space import Domain, load_space
-from autoaug.search.synthetic import EPOCH_SECONDS_ENV
-from autoaug.trainer import TrainConfig, TrainResult
+from autoaug.search.synthetic import EPOCH_SECONDS_ENV, synthetic_scores
+from autoaug.trainer import SeedStreams, TrainConfig, TrainResult
 
 FAST = {"dataset": "digits", "model": "proxy_tiny", "train_size": 300, "val_size": 100, "batch_size": 64,
         "top_k": 0, "scheduler": "fifo"}
@@ -43,13 +44,76 @@ def _rows(out: Path) -> list[dict]:
     return pq.read_table(out / "trials.parquet").to_pylist()
 
 
+def _in_trial(monkeypatch, name: str) -> None:
+    """Run the trainable as Tune's trial ``name`` would."""
+    monkeypatch.setattr(search_tune.tune, "get_context", lambda: SimpleNamespace(get_trial_name=lambda: name))
+
+
 def test_nan_and_oom_become_trial_errors_with_their_reason(monkeypatch):
     failed = TrainResult("nan", "training loss became nan in epoch 1", ())
     monkeypatch.setattr(search_tune, "train", lambda *args, **kwargs: failed)
+    _in_trial(monkeypatch, "_trial_abc_n1")
     settings = search_tune._Settings(load_space("randaugment"), TrainConfig(model="proxy_tiny"), 1)
     point = {"augment.num_ops": 1, "augment.magnitude": 0.5, "post.0.probability": 0.0, "post.0.magnitude": 0.5}
     with pytest.raises(search_tune.TrialFailed, match="^nan: training loss became nan in epoch 1$"):
         search_tune._trial(point, (None, None), settings)
+
+
+def test_each_trial_trains_with_a_seed_of_its_own(monkeypatch):
+    used = []
+    monkeypatch.setattr(search_tune, "train", lambda policy, train, val, config, **kw: used.append(config) or
+                        TrainResult("ok", "", ()))
+    search = TrainConfig(model="proxy_tiny", epochs=3, seed=3)
+    settings = search_tune._Settings(load_space("randaugment"), search, 1)
+    point = {"augment.num_ops": 1, "augment.magnitude": 0.5, "post.0.probability": 0.0, "post.0.magnitude": 0.5}
+    for name in ("_trial_abc_n1", "_trial_def_n2", "_trial_abc_n1"):
+        _in_trial(monkeypatch, name)
+        search_tune._trial(point, (None, None), settings)
+    assert [c.seed for c in used] == [trial_seed(3, 1), trial_seed(3, 2), trial_seed(3, 1)]
+    assert all(c == TrainConfig(model="proxy_tiny", epochs=3, seed=c.seed) for c in used)  # only the seed differs
+    first, second = (SeedStreams.of(c) for c in used[:2])
+    assert first.init != second.init and first.order != second.order and first.augment != second.augment
+    assert len({trial_seed(3, n) for n in range(100)} | {trial_seed(4, n) for n in range(100)}) == 200
+    assert not set(retrain_seeds(3, 5)) & {trial_seed(3, n) for n in range(100)}
+
+
+def test_a_trials_name_carries_its_proposal_number_and_so_its_seed():
+    trial = SimpleNamespace(trainable_name="_trial", trial_id="ab12cd34", experiment_tag="12_augment.magnitude=0.5")
+    assert search_tune._trial_name(trial) == "_trial_ab12cd34_n12"  # Ray's name (folders, MLflow runs), numbered
+    assert search_tune.seed_for_trial("_trial_ab12cd34_n12", 3) == trial_seed(3, 12)
+    perturbed = SimpleNamespace(**{**vars(trial), "experiment_tag": "7@perturbed[augment.magnitude=0.6]"})
+    assert search_tune._trial_name(perturbed) == "_trial_ab12cd34_n7"  # PBT keeps the number in front
+    # outside Tune (no name) or unnumbered: the search's seed
+    assert search_tune.seed_for_trial("_trial_ab12cd34", 3) == search_tune.seed_for_trial(None, 3) == 3
+
+
+def _check_trial_seeds(out: Path, search_seed: int, numbers: range) -> dict[str, int]:
+    """Every trial's recorded seed is its proposal number's, and its scores are those of that seed."""
+    rows = _rows(out)
+    seeds = {r["trial_id"]: r["seed"] for r in rows}
+    assert sorted(seeds.values()) == sorted(trial_seed(search_seed, n) for n in numbers)
+    space = load_space("default")
+    configs = trial_configs(rows, space)
+    for row in rows:
+        scores = dict(synthetic_scores(space.parameters(), configs[row["trial_id"]], epochs=2, seed=row["seed"]))
+        assert row["val_accuracy"] == pytest.approx(scores[row["epoch"]])  # the trial trained with that seed
+    return seeds
+
+
+def test_trial_seeds_are_recorded_and_the_same_on_a_rerun(local_ray, tmp_path):
+    # one trial at a time (2 CPUs each): the searcher hears results in the same order on both runs
+    base = dict(dataset="digits", model="synthetic", budget="4", epochs=2, scheduler="fifo", top_k=1, seed=7,
+                cpus_per_trial=2)
+    runs = [search_tune.run_search(SearchOptions(**base, out=str(tmp_path / name))) for name in ("a", "b")]
+    first, again = (_check_trial_seeds(run.out, 7, range(1, 5)) for run in runs)
+
+    def by_seed(out: Path) -> dict[int, dict]:
+        configs = trial_configs(_rows(out), load_space("default"))
+        return {r["seed"]: configs[r["trial_id"]] for r in _rows(out)}
+    assert by_seed(runs[0].out) == by_seed(runs[1].out)  # the same trials with the same seeds
+    assert set(first) != set(again)  # though Ray named them afresh
+    h2h = json.loads(runs[0].run_path.read_text())["head_to_head"]
+    assert h2h is None or h2h["seeds"] == list(retrain_seeds(7, 2))
 
 
 def test_the_failure_reason_is_the_tracebacks_last_line(tmp_path):
