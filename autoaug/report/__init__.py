@@ -109,7 +109,8 @@ def _other_records(data: RunData) -> list[Section]:
     records = data.extra_records()  # run.json entries this report has no section for: shown as found
     if not records:
         return []
-    body = "".join(paragraph(f"run.json: {key}", cls="caption") + _record_table(value) for key, value in records.items())
+    body = "".join(paragraph(f"run.json: {key}", cls="caption") + _record_table(value)
+                   for key, value in records.items())
     return [Section("Other records in run.json", body)]
 
 

@@ -28,7 +28,8 @@ def _finite(scores: list[Any]) -> list[float]:
 
 
 def _rows(record: dict[str, Any], chosen: str) -> list[tuple[Any, ...]]:
-    contenders = [(e, False) for e in record["candidates"]] + ([(record["baseline"], True)] if record["baseline"] else [])
+    contenders = [(e, False) for e in record["candidates"]]
+    contenders += [(record["baseline"], True)] if record["baseline"] else []
     rows = []
     for entry, baseline in contenders:
         runs = _finite(entry["retrain_scores"])
@@ -49,7 +50,8 @@ def _plot_entries(record: dict[str, Any]) -> list[tuple[str, list[float]]]:
 def _verdict(record: dict[str, Any], comparison: Comparison) -> str:
     seeds = ", ".join(str(s) for s in comparison.seeds) or "?"
     what = (f"Every contender re-trained on the same split with the same {len(comparison.seeds)} seeds ({seeds}) "
-            f"for {comparison.epochs} epochs; mean ± std of validation accuracy over those runs (n: runs that finished).")
+            f"for {comparison.epochs} epochs; mean ± std of validation accuracy over those runs "
+            "(n: runs that finished).")
     margin = comparison.margin
     lines = [what, "margin (best candidate's mean minus the baseline's): "
              + ("none (no baseline or no candidate)" if margin is None else f"{100 * margin:+.2f} points"),

@@ -81,7 +81,8 @@ def _hparams(events: list) -> dict:
 def _configs(out: Path) -> dict[str, dict]:
     """Each trial's parameters, from trials.parquet's ``config.`` columns."""
     rows = pq.read_table(out / "trials.parquet").to_pylist()
-    return {r["trial_id"]: {k.removeprefix("config."): v for k, v in r.items() if k.startswith("config.")} for r in rows}
+    return {r["trial_id"]: {k.removeprefix("config."): v for k, v in r.items() if k.startswith("config.")}
+            for r in rows}
 
 
 @pytest.mark.skipif(not HAS_TENSORBOARD, reason="tensorboardX is not installed (pip install 'autoaug[tensorboard]')")
