@@ -18,16 +18,40 @@ MIXING = Mixing(mixup_alpha=0.8, cutmix_alpha=1.0, probability=0.6, cutmix_proba
 
 
 def test_exact_policy_gives_flags_and_yaml_with_its_values() -> None:
-    policy = Policy(name="exact", pre=FLIP, mixing=MIXING, labels=Labels(label_smoothing=0.1))
+    policy = Policy(name="exact", pre=FLIP, labels=Labels(label_smoothing=0.1))
     result = export_timm(policy)
     assert result.approximations == ()
-    assert result.args == {"scale": [1.0, 1.0], "ratio": [1.0, 1.0], "hflip": 0.5, "color_jitter": 0.0, "mixup": 0.8,
-                           "cutmix": 1.0, "mixup_prob": 0.6, "mixup_switch_prob": 0.3, "mixup_mode": "elem",
-                           "smoothing": 0.1}
-    assert "--mixup-switch-prob 0.3 --mixup-mode elem --smoothing 0.1" in result.flags()
-    assert "--scale 1 1 --ratio 1 1 --hflip 0.5" in result.flags()
+    assert result.args == {"scale": [1.0, 1.0], "ratio": [1.0, 1.0], "hflip": 0.5, "color_jitter": 0.0, "mixup": 0.0,
+                           "cutmix": 0.0, "smoothing": 0.1}
+    assert result.flags() == "--scale 1 1 --ratio 1 1 --hflip 0.5 --color-jitter 0 --mixup 0 --cutmix 0 --smoothing 0.1"
     assert yaml.safe_load(result.yaml()) == result.args
     assert result.yaml().startswith("# exact")
+
+
+def test_parts_with_probability_zero_are_absent_so_the_policy_stays_exact() -> None:
+    never = Policy(name="never", pre=[*FLIP, OpCall(op="RandomCrop", probability=0.0, magnitude=0.5),
+                                      OpCall(op="Rotate", probability=0.0, magnitude=0.3)],
+                   post=[OpCall(op="Cutout", probability=0.0, magnitude=0.1)],
+                   mixing=Mixing(mixup_alpha=0.8, probability=0.0),
+                   resolution=Resolution(phases=[ResolutionPhase(start_fraction=0.0, end_fraction=0.2, probability=0.0,
+                                                                 resolution=16)]))
+    result = export_timm(never)
+    assert result.approximations == () and result.args == export_timm(Policy(name="flip", pre=FLIP)).args
+    assert "reprob" not in result.args and result.args["scale"] == [1.0, 1.0]
+    once = never.model_copy(update={"post": [OpCall(op="Cutout", probability=0.5, magnitude=0.1)]})
+    assert export_timm(once, approximate=True).args["reprob"] == 0.5  # the same part, able to act: approximated
+
+
+def test_mixing_is_an_approximation_that_names_timms_reversed_batch_partner() -> None:
+    policy = Policy(name="mix", pre=FLIP, mixing=MIXING)
+    with pytest.raises(TimmInexpressible, match="image B-1-i of its batch"):
+        export_timm(policy)
+    result = export_timm(policy, approximate=True)
+    assert result.args == {"scale": [1.0, 1.0], "ratio": [1.0, 1.0], "hflip": 0.5, "color_jitter": 0.0, "mixup": 0.8,
+                           "cutmix": 1.0, "mixup_prob": 0.6, "mixup_switch_prob": 0.3, "mixup_mode": "elem",
+                           "smoothing": 0.0}
+    assert "--mixup-switch-prob 0.3 --mixup-mode elem --smoothing 0" in result.flags()
+    assert len(result.approximations) == 1 and "random permutation" in result.approximations[0]
 
 
 def test_no_mixing_no_smoothing_is_said_explicitly_against_timms_defaults() -> None:
@@ -89,6 +113,20 @@ def test_timm_parses_what_we_write(name: str) -> None:
     Mixup(mixup_alpha=args["mixup"], cutmix_alpha=args["cutmix"], prob=args.get("mixup_prob", 1.0),
           switch_prob=args.get("mixup_switch_prob", 0.5), mode=args.get("mixup_mode", "batch"),
           label_smoothing=args["smoothing"], num_classes=10)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm is not installed (optional)")
+def test_timm_elem_mixup_pairs_each_image_with_the_reversed_batch() -> None:
+    """What the Mixup/CutMix approximation note says: in a batch of 4, image 0 mixes with 3 and 1 with 2."""
+    import torch
+    from timm.data import Mixup
+
+    mixup = Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, prob=1.0, mode="elem", label_smoothing=0.0, num_classes=4)
+    images, targets = mixup(torch.arange(4.0).view(4, 1, 1, 1), torch.arange(4))
+    partners = targets.clone().fill_diagonal_(0).argmax(1)
+    assert partners.tolist() == [3, 2, 1, 0]
+    lam = targets.diagonal()
+    assert torch.allclose(images.flatten(), lam * torch.arange(4.0) + (1 - lam) * torch.arange(3.0, -1.0, -1.0))
 
 
 def test_cli_refuses_with_exit_2_and_one_line(capsys: pytest.CaptureFixture[str]) -> None:

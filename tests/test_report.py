@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import random
 import re
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
 import pytest
 
@@ -15,7 +17,8 @@ from autoaug.report import write_report
 from autoaug.report.analysis import parameter_importance
 from autoaug.report.preview import preview_grids
 from autoaug.report.run_data import Trial, best_so_far, comparable_scores
-from autoaug.search.outcome import config_columns, update_run, write_rows
+from autoaug.search.compare import Comparison, rank_retrained
+from autoaug.search.outcome import Candidate, config_columns, update_run, write_rows
 from autoaug.search.space import load_space
 from autoaug_cli import app as cli_app
 
@@ -62,15 +65,22 @@ def _images(html: str) -> list[bytes]:
     return [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
 
 
+def _comparison_record() -> dict:
+    """A head-to-head record as the search writes it: three re-trained candidates and the baseline seed."""
+    candidates = [Candidate("t06", {}, 0.36, (0.50, 0.52)), Candidate("t04", {}, 0.34, (0.49, math.nan)),
+                  Candidate("t02", {}, 0.38, (0.44, 0.46))]  # t02: re-trained but not in run.json's top candidates
+    baseline = Candidate("t00", {}, 0.30, (0.47, 0.49), seed_policy="cropflip")
+    return Comparison(rank_retrained(candidates), baseline, (1000, 1001), EPOCHS).record()
+
+
 def test_finished_run_report_has_every_section_and_its_plots_embedded(tmp_path: Path) -> None:
-    baseline = {"head_to_head": [{"policy": "chosen", "accuracies": [0.61, 0.63]},
-                                 {"policy": "cropflip (baseline)", "accuracies": [0.55, 0.57]}]}
-    report = write_report(make_run(tmp_path, extra=baseline))
+    report = write_report(make_run(tmp_path, extra={"head_to_head": _comparison_record(), "rank_correlation": 0.4,
+                                                    "learning_rate": {"peak_lr": 0.05}}))
     html = report.html.read_text()
     assert report.html == tmp_path / "report.html" and report.state == "finished"
     for title in ("Summary", "Best so far", "Scores per ASHA rung", "Ops in the top trials against all",
                   "Which parameters mattered", "Final candidates head to head", "Preview of the policy",
-                  "Resources used"):
+                  "Resources used", "Other records in run.json"):
         assert f"<h2>{title}</h2>" in html
     embedded = _images(html)
     assert len(embedded) == len(report.images) == 6  # best, rungs, ops, importance, head-to-head, preview
@@ -78,11 +88,68 @@ def test_finished_run_report_has_every_section_and_its_plots_embedded(tmp_path: 
         assert path.read_bytes() == png and path.parent == tmp_path
         assert PIL.Image.open(io.BytesIO(png)).size[0] >= 400
     assert "RandomForestRegressor" in html and "permutation" in html  # the method is named
-    assert "cropflip (baseline)" in html and "run.json: head_to_head" in html  # a record the report does not know
-    assert "51.00%" in html and "50.00%, 52.00%" in html  # candidate t06's mean and its runs
+    assert "run.json: learning_rate" in html and "run.json: head_to_head" not in html  # shown as found: unknown only
     assert "trial CPU-hours</td><td>0.320" in html  # 16 epochs x 36 s x 2 CPUs
     assert "trial GPU-hours</td><td>0.040" in html and "wall-clock hours</td><td>1.500" in html
     assert "http://" not in html and "https://" not in html  # self-contained: nothing to fetch
+
+
+def _has_row(section: str, row: list[str]) -> bool:
+    """Whether a table row starts with these cells."""
+    return "<tr><td>" + "</td><td>".join(row) + "</td>" in section
+
+
+def _head_to_head_html(html: str) -> str:
+    start = html.index("<h2>Final candidates head to head</h2>")
+    return html[start:html.index("<h2>", start + 4)]
+
+
+def test_head_to_head_shows_every_contender_the_baseline_the_margin_and_the_verdict(tmp_path: Path) -> None:
+    report = write_report(make_run(tmp_path, trials=3, extra={"head_to_head": _comparison_record()}))
+    section = _head_to_head_html(report.html.read_text())
+    # contender, baseline?, chosen?, search score, runs, mean ± std, n: best mean first, the baseline last
+    assert _has_row(section, ["candidate t06", "", "yes", "36.00%", "50.00%, 52.00%", "51.00% ± 1.41", "2"])
+    assert _has_row(section, ["candidate t04", "", "", "34.00%", "49.00%, -", "49.00% ± 0.00", "1"])
+    assert _has_row(section, ["candidate t02", "", "", "38.00%", "44.00%, 46.00%", "45.00% ± 1.41", "2"])
+    assert _has_row(section, ["baseline cropflip (t00)", "yes", "", "30.00%", "47.00%, 49.00%", "48.00% ± 1.41", "2"])
+    assert section.index("candidate t02") < section.index("baseline cropflip (t00)")
+    assert "same 2 seeds (1000, 1001) for 3 epochs" in section
+    assert "margin (best candidate&#x27;s mean minus the baseline&#x27;s): +3.00 points" in section
+    assert ("verdict: best candidate 51.00 ± 1.41% beats the baseline cropflip 48.00 ± 1.41% by +3.00 points"
+            in section)
+    # t02 searched best and re-trained worst
+    assert "rank correlation of search score and re-trained mean: -0.20" in section
+    assert 'alt="contenders re-trained head to head; baseline cropflip (t00) marked"' in section
+    assert len(_images(section)) == 1
+
+
+def test_head_to_head_when_the_baseline_wins_and_when_the_record_is_foreign(tmp_path: Path) -> None:
+    losing = Comparison((Candidate("t06", {}, 0.36, (0.40, 0.42)),), Candidate("t00", {}, 0.3, (0.5, 0.5), "cropflip"),
+                        (1000, 1001), EPOCHS).record()
+    html = write_report(make_run(tmp_path / "a", trials=3, extra={"head_to_head": losing})).html.read_text()
+    section = _head_to_head_html(html)
+    assert _has_row(section, ["baseline cropflip (t00)", "yes", "yes"]) and "-9.00 points" in section
+    assert "the result is the baseline cropflip" in section
+    foreign = {"head_to_head": [{"policy": "chosen", "accuracies": [0.61, 0.63]}]}  # a list: not a record at all
+    section = _head_to_head_html(write_report(make_run(tmp_path / "b", trials=3, extra=foreign)).html.read_text())
+    assert "head_to_head is unreadable" not in section  # so the ranked candidates are shown, without a note
+    assert "#1 t06" in section and "50.00%, 52.00%" in section and "51.00%" in section
+    torn = {"head_to_head": {"candidates": [{"trial_id": "t06"}], "baseline": None}}
+    section = _head_to_head_html(write_report(make_run(tmp_path / "c", trials=3, extra=torn)).html.read_text())
+    assert "note: run.json&#x27;s head_to_head is unreadable (KeyError" in section and "#2 t04" in section
+
+
+def test_head_to_head_plot_marks_the_baseline_in_its_colour() -> None:
+    from autoaug.report import plots
+    entries = [("candidate a", [0.50, 0.52]), ("baseline cropflip (s)", [0.47, 0.49])]
+    baseline_colour = (0x2C, 0xA0, 0x2C)
+
+    def coloured(png: bytes) -> int:
+        pixels = np.asarray(PIL.Image.open(io.BytesIO(png)).convert("RGB"))
+        return int((pixels == baseline_colour).all(axis=-1).sum())
+
+    assert coloured(plots.head_to_head(entries, baseline="baseline cropflip (s)")) > 200  # dots, bar, line, label
+    assert coloured(plots.head_to_head(entries)) == 0
 
 
 def test_running_run_without_policy_previews_the_best_trial_so_far(tmp_path: Path) -> None:

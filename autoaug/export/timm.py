@@ -3,8 +3,9 @@
 Each part of a policy is said exactly in timm's grammar, or only approximately, with a note saying how.
 Without ``approximate`` any approximation is an error that names every part timm cannot say exactly.
 The grammar is timm's (``timm/data/auto_augment.py``, ``train.py``): ``rand-m<int>-n<int>-p<float>-inc1``
-with ``mstd101`` for magnitudes uniform in [0, M]; Mixup's ``--mixup-mode elem`` mixes per image as
-autoaug does; ``--smoothing`` defaults to 0.1 and ``--hflip`` to 0.5 there, so both are always written.
+with ``mstd101`` for magnitudes uniform in [0, M]; ``--smoothing`` defaults to 0.1 and ``--hflip`` to 0.5
+there, so both are always written.  A part that can never act (probability 0) is absent, so it costs no
+approximation.
 """
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ from autoaug.errors import AutoaugError
 from autoaug.policy import (RANDAUGMENT_OPS, NoAugment, OpCall, Policy, RandAugment, Schedule, SubPolicies,
                             TrivialAugment)
 
+# timm/data/mixup.py, Mixup._mix_elem: partner j = batch_size - i - 1, and mixup_target mixes with target.flip(0)
+_TIMM_PARTNER = ("Mixup/CutMix partner: timm's --mixup-mode elem (per-image λ and mix-or-not, as autoaug) mixes "
+                 "image i with image B-1-i of its batch (the batch reversed: pairs fixed by position, each the other's "
+                 "partner, and an even batch size required) where autoaug pairs each image with a random permutation "
+                 "of the batch")
 _TIMM_RAND_OPS = "timm's rand op set (Invert and SolarizeAdd where autoaug has Identity; PosterizeIncreasing keeps " \
                  "4 down to 0 bits where autoaug keeps 8 down to 4; translations to 0.45 of the side, not 0.453)"
 
@@ -132,7 +138,7 @@ def _erasing(call: OpCall, draft: _Draft) -> None:
 
 def _fixed_ops(policy: Policy, draft: _Draft) -> None:
     draft.args.update(scale=[1.0, 1.0], ratio=[1.0, 1.0], hflip=0.0)  # no crop, no flip: say so, timm's defaults differ
-    for call in [*policy.pre, *policy.post]:
+    for call in [c for c in (*policy.pre, *policy.post) if c.probability > 0]:  # probability 0: never acts
         if call.op == "HorizontalFlip":
             draft.args["hflip"] = call.probability
         elif call.op == "RandomCrop":
@@ -149,6 +155,7 @@ def _mixing_and_labels(policy: Policy, draft: _Draft) -> None:
     if active:
         draft.args.update(mixup=mixing.mixup_alpha, cutmix=mixing.cutmix_alpha, mixup_prob=mixing.probability,
                           mixup_switch_prob=mixing.cutmix_probability, mixup_mode="elem")
+        draft.approximate(_TIMM_PARTNER)
     else:
         draft.args.update(mixup=0.0, cutmix=0.0)
     if mixing is not None and mixing.yoco_probability > 0:
@@ -160,8 +167,10 @@ def _mixing_and_labels(policy: Policy, draft: _Draft) -> None:
 
 
 def _training_loop(policy: Policy, draft: _Draft) -> None:
-    if policy.resolution is not None:
-        draft.approximate("low-resolution phases dropped: train.py trains at one --input-size")
+    acting = [p for p in policy.resolution.phases if p.probability > 0] if policy.resolution is not None else []
+    if acting:
+        draft.approximate(f"low-resolution phases dropped ({len(acting)} with probability > 0): train.py trains "
+                          "at one --input-size")
     if policy.width_resolution is not None:
         draft.approximate("width_resolution dropped: MutualNet sandwich training is not in timm's train.py")
 

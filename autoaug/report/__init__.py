@@ -11,6 +11,7 @@ from typing import Any
 
 from autoaug.policy import Policy, Schedule, write_atomic
 from autoaug.report.analysis import IMPORTANCE_METHOD, op_usage, parameter_importance, trial_policies
+from autoaug.report.head_to_head import head_to_head_section
 from autoaug.report.html import Section, figure, page, paragraph, table
 from autoaug.report.run_data import RunData, best_so_far, comparable_scores, load_run, resources_used, rung_scores
 
@@ -104,22 +105,13 @@ def _why(data: RunData, writer: _Writer) -> list[Section]:
     return sections
 
 
-def _head_to_head(data: RunData, writer: _Writer) -> Section:
-    from autoaug.report import plots
-    candidates = data.run.get("candidates") or []
-    parts = []
-    if candidates:
-        rows = [(c.get("rank"), c.get("trial_id"), _pct(c.get("search_score")),
-                 ", ".join(_pct(s) for s in c.get("retrain_scores") or []) or "-", _pct(c.get("score")))
-                for c in candidates]
-        parts.append(table(["rank", "trial", "search score", "re-training runs", "score"], rows))
-        entries = [(f"#{c.get('rank')} {c.get('trial_id')}", [s for s in c.get("retrain_scores") or []
-                                                                 if isinstance(s, (int, float))]) for c in candidates]
-        if any(scores for _, scores in entries):
-            parts.append(writer.plot("head-to-head", plots.head_to_head(entries), "final candidates head to head"))
-    for key, value in data.extra_records().items():  # e.g. a re-training against the baseline
-        parts.append(paragraph(f"run.json: {key}", cls="caption") + _record_table(value))
-    return Section("Final candidates head to head", "".join(parts) or paragraph("No final candidates yet."))
+def _other_records(data: RunData) -> list[Section]:
+    records = data.extra_records()  # run.json entries this report has no section for: shown as found
+    if not records:
+        return []
+    body = "".join(paragraph(f"run.json: {key}", cls="caption") + _record_table(value)
+                   for key, value in records.items())
+    return [Section("Other records in run.json", body)]
 
 
 def _record_table(value: Any) -> str:
@@ -130,10 +122,6 @@ def _record_table(value: Any) -> str:
         return table(["value"], [(v,) for v in value])
     columns = list(dict.fromkeys(k for row in rows for k in row))
     return table(columns, [tuple(row.get(c) for c in columns) for row in rows])
-
-
-def _pct(value: Any) -> str:
-    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
 def _preview_policy(data: RunData) -> tuple[Policy | None, str]:
@@ -175,8 +163,8 @@ def write_report(folder: str | Path, *, out: str | Path | None = None) -> Report
     html_path = Path(out) if out is not None else data.folder / "report.html"
     html_path.parent.mkdir(parents=True, exist_ok=True)
     writer = _Writer(html_path.parent)
-    sections = [_summary(data), *_progress(data, writer), *_why(data, writer), _head_to_head(data, writer),
-                _preview(data, writer), _resources(data)]
+    sections = [_summary(data), *_progress(data, writer), *_why(data, writer), head_to_head_section(data.run, writer.plot),
+                _preview(data, writer), _resources(data), *_other_records(data)]
     title = f"autoaug search report: {data.folder.name} ({data.state})"
     write_atomic(html_path, page(title, sections))
     return Report(html_path, tuple(writer.images), tuple(s.title for s in sections), data.state)

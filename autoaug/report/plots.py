@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from autoaug.report.analysis import OpUse  # noqa: E402
 from autoaug.report.run_data import Trial  # noqa: E402
 
-TOP_COLOUR, ALL_COLOUR, LINE_COLOUR = "#d62728", "#7f7f7f", "#1f77b4"
+TOP_COLOUR, ALL_COLOUR, LINE_COLOUR, BASELINE_COLOUR = "#d62728", "#7f7f7f", "#1f77b4", "#2ca02c"
 
 
 def _png(figure: Any) -> bytes:
@@ -86,15 +86,26 @@ def importance(ranked: list[tuple[str, float, float]], most: int = 15) -> bytes:
     return _png(figure)
 
 
-def head_to_head(entries: list[tuple[str, list[float]]]) -> bytes:
-    """Each final candidate's (and the baseline's, where recorded) re-training scores and their mean."""
+def head_to_head(entries: list[tuple[str, list[float]]], *, baseline: str | None = None) -> bytes:
+    """Each contender's re-training scores (dots) and mean (bar); the ``baseline`` entry in its own colour,
+    with its mean drawn across the plot so each candidate reads as above or below it."""
     figure, axis = plt.subplots(figsize=(10, 0.5 * len(entries) + 1.4))
     rows = list(range(len(entries)))[::-1]
-    for row, (_, scores) in zip(rows, entries):
-        if scores:
-            axis.scatter([100 * s for s in scores], [row] * len(scores), color=ALL_COLOUR, s=20)
-            axis.scatter([100 * sum(scores) / len(scores)], [row], color=TOP_COLOUR, marker="|", s=400)
+    for row, (name, scores) in zip(rows, entries):
+        if not scores:
+            continue
+        mean = 100 * sum(scores) / len(scores)
+        dots = BASELINE_COLOUR if name == baseline else ALL_COLOUR
+        axis.scatter([100 * s for s in scores], [row] * len(scores), color=dots, s=20)
+        axis.scatter([mean], [row], color=BASELINE_COLOUR if name == baseline else TOP_COLOUR, marker="|", s=400)
+        if name == baseline:
+            axis.axvline(mean, color=BASELINE_COLOUR, linestyle="--", linewidth=1)
+    marked = "; dashed: the baseline's mean" if baseline is not None else ""
     axis.set(yticks=rows, yticklabels=[name for name, _ in entries], xlabel="validation accuracy (%)",
-             title="final candidates head to head (dots: runs; bar: mean)")
+             ylim=(-0.6, len(entries) - 0.4), title=f"final candidates head to head (dots: runs; bar: mean{marked})")
+    for tick in axis.get_yticklabels():
+        if tick.get_text() == baseline:
+            tick.set_color(BASELINE_COLOUR)
+            tick.set_fontweight("bold")
     axis.grid(alpha=0.3, axis="x")
     return _png(figure)

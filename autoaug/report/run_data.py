@@ -16,7 +16,8 @@ from autoaug.policy import Policy, load_policy
 METRIC = "val_accuracy"
 # run.json keys this report shows in their own sections; any other list or table is shown as found
 KNOWN_RUN_KEYS = ("state", "options", "versions", "resources", "started", "resumed", "updated", "finished",
-                  "chosen_trial", "completed", "stopped_early", "candidates", "trials", "failed", "finished_trials")
+                  "chosen_trial", "completed", "stopped_early", "candidates", "trials", "failed", "finished_trials",
+                  "head_to_head", "rank_correlation", "chosen_seed_policy")
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,17 @@ class Comparison:
                 "chosen": "candidate" if self.beats_baseline else "baseline",
                 "rank_correlation": self.rank_correlation}
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Comparison:
+        """The comparison a ``record()`` (as read back from ``run.json``) was written from, less the configs.
+
+        Raises KeyError, TypeError or ValueError for a record not of that shape.
+        """
+        baseline = record.get("baseline")
+        return cls(tuple(_candidate(entry) for entry in record["candidates"]),
+                   _candidate(baseline) if baseline is not None else None,
+                   tuple(int(s) for s in record.get("seeds") or ()), record.get("epochs"))
+
     def verdict(self) -> str:
         """One plain sentence for the summary and the policy's provenance."""
         if self.baseline is None:
@@ -170,6 +181,11 @@ def _entry(candidate: Candidate) -> dict[str, Any]:
             "search_score": candidate.search_score,
             "retrain_scores": [s if math.isfinite(s) else None for s in candidate.retrain_scores],
             "mean": mean, "std": std}
+
+
+def _candidate(entry: dict[str, Any]) -> Candidate:
+    scores = tuple(math.nan if s is None else float(s) for s in entry["retrain_scores"])
+    return Candidate(str(entry["trial_id"]), {}, float(entry["search_score"]), scores, entry.get("seed_policy"))
 
 
 def _pm(candidate: Candidate) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 from dataclasses import asdict, dataclass, fields, replace
@@ -140,6 +141,12 @@ def _check_loggers(names: tuple[str, ...]) -> None:
             raise AutoaugError(f"log must be one of {', '.join(LOGGERS)}, got {name!r}")
         if importlib.util.find_spec(LOGGERS[name]) is None:
             raise AutoaugError(f"--log {name} needs {LOGGERS[name]}: pip install 'autoaug[{name}]'")
+    # mlflow-skinny is importable as mlflow but has no SQL store: the local mlflow.db would fail once trials ran
+    local_store = "mlflow" in names and not os.environ.get("MLFLOW_TRACKING_URI")
+    if local_store and any(importlib.util.find_spec(p) is None for p in ("sqlalchemy", "alembic")):
+        raise AutoaugError("--log mlflow keeps its runs in OUT/mlflow.db (sqlite), which needs sqlalchemy and alembic "
+                           "(mlflow-skinny has neither): pip install 'autoaug[mlflow]', or set MLFLOW_TRACKING_URI to "
+                           "your tracking server")
 
 
 def _at_least(options: SearchOptions, keys: tuple[str, ...], low: int) -> None:

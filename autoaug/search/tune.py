@@ -29,8 +29,9 @@ import ray
 import torch
 from ray import tune
 from ray.tune.experiment import Trial
-from ray.tune.stopper import Stopper
+from ray.tune.logger import TBXLoggerCallback
 from ray.tune.search.nevergrad import NevergradSearch
+from ray.tune.stopper import Stopper
 
 from autoaug.datasets import ArrayData
 from autoaug.errors import AutoaugError
@@ -529,12 +530,36 @@ def _tuner(options: SearchOptions, space: SearchSpace, trainable: Any, recorder:
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
+class _TensorBoardLogger(TBXLoggerCallback):
+    """Ray's TensorBoard logger, with every trial's parameters in TensorBoard's HParams tab.
+
+    Ray writes hparams from ``trial.evaluated_params`` only, which trials given as ``points_to_evaluate``
+    (the seeds, under the random searcher) leave empty; their config holds the same parameters.
+    """
+
+    def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
+        if trial in self._trial_writer and not trial.evaluated_params and self._trial_result[trial]:
+            self._config_hparams(trial)
+        super().log_trial_end(trial, failed)
+
+    def _config_hparams(self, trial: Trial) -> None:
+        from ray.tune.utils import flatten_dict
+        from tensorboardX.summary import hparams
+
+        plain = lambda v: v.item() if isinstance(v, np.generic) else v  # noqa: E731  (numpy scalars: not in protos)
+        params = {k: plain(v) for k, v in flatten_dict(trial.config, delimiter="/").items()}
+        metrics = {k: plain(v) for k, v in self._trial_result[trial].items()}  # already flat, "ray/tune/..." keys
+        summaries = hparams(hparam_dict={k: v for k, v in params.items() if isinstance(v, (str, bool, int, float))},
+                            metric_dict={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        for summary in summaries:
+            self._trial_writer[trial].file_writer.add_summary(summary)
+
+
 def _loggers(options: SearchOptions, out: Path) -> list[Any]:
     """Ray Tune's own logger callbacks for ``--log``: TensorBoard files in each trial's folder, MLflow runs."""
     callbacks: list[Any] = []
     if "tensorboard" in options.log:
-        from ray.tune.logger import TBXLoggerCallback
-        callbacks.append(TBXLoggerCallback())
+        callbacks.append(_TensorBoardLogger())
     if "mlflow" in options.log:  # MLFLOW_TRACKING_URI where set (a team's server), else a local store in the run
         from ray.air.integrations.mlflow import MLflowLoggerCallback
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{out / 'mlflow.db'}"  # mlflow 3 retired ./mlruns

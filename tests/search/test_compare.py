@@ -72,3 +72,14 @@ def test_final_ranking_puts_the_winner_first_then_the_rest():
     candidates = [_c("a", 0.9), baseline, _c("z", 0.65)]
     assert [c.trial_id for c in final_ranking(candidates, comparison)] == ["s", "a", "z"]
     assert final_ranking(candidates, None) == candidates
+
+
+def test_a_record_read_back_gives_the_same_verdict_and_margin():
+    comparison = Comparison(rank_retrained([_c("b", 0.8, (0.70, math.nan)), _c("a", 0.9, (0.60, 0.62))]),
+                            _c("s", 0.7, (0.63, 0.65), seed="cropflip"), (1000, 1001), 8)
+    again = Comparison.from_record(comparison.record())
+    assert again.verdict() == comparison.verdict() and again.margin == pytest.approx(comparison.margin)
+    assert [c.trial_id for c in again.candidates] == ["b", "a"] and again.baseline.seed_policy == "cropflip"
+    assert again.seeds == (1000, 1001) and again.epochs == 8 and math.isnan(again.candidates[0].retrain_scores[1])
+    with pytest.raises(KeyError):
+        Comparison.from_record({"candidates": [{"trial_id": "a"}], "baseline": None})
