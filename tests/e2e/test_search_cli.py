@@ -18,6 +18,7 @@ from autoaug.search.options import retrain_seeds, trial_seed
 from autoaug.search.outcome import trial_configs
 from autoaug.results import read_trials
 from autoaug.search.seeds import canonical, seed_of, seeds_for
+from autoaug.search.synthetic import EPOCH_SECONDS_ENV
 from autoaug.search.space import load_space
 
 FAST = ["--dataset", "digits", "--model", "proxy_tiny", "--epochs", "2", "--train-size", "300", "--val-size", "100",
@@ -147,19 +148,24 @@ def test_interrupted_search_resumes_without_losing_or_repeating(tmp_path):
                                      "at least 6 (or leave --budget out to finish its 6 trials)"
 
 
-def test_trials_run_on_both_nodes_of_a_two_node_cluster(tmp_path):
+def test_trials_run_on_both_nodes_of_a_two_node_cluster(tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
 
+    # trials of 2 real epochs (about 1 s each) all ran on the first node's reused actor before a loaded
+    # machine had started the second node's (10-20 s of importing torch): synthetic trials of 3 x 1 s
+    # that the nodes' workers inherit keep 6 trials' work (18 s) longer than that start-up
+    monkeypatch.setenv(EPOCH_SECONDS_ENV, "1.0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         out = tmp_path / "run"
-        done = _search(*FAST, "--budget", "4", "--top-k", "0", "--scheduler", "fifo", "--address",
-                       cluster.address, "--out", str(out), "--json")
+        done = _search("--dataset", "digits", "--model", "synthetic", "--epochs", "3", "--budget", "6",
+                       "--top-k", "0", "--scheduler", "fifo", "--address", cluster.address, "--out", str(out),
+                       "--json")
         assert done.returncode == 0, done.stderr
         rows = _rows(out)
-        assert len({r["trial_id"] for r in rows}) == 4
+        assert len({r["trial_id"] for r in rows}) == 6
         assert len({r["node_id"] for r in rows}) == 2
     finally:
         cluster.shutdown()
