@@ -567,6 +567,17 @@ def _loggers(options: SearchOptions, out: Path) -> list[Any]:
     return callbacks
 
 
+def _let_trials_start_together(concurrency: int) -> None:
+    """Let Tune ask for as many trial actors at once as trials may run at once.
+
+    Before Ray 2.57 Tune kept one trial pending at a time for any searcher but its own, whatever
+    ``max_concurrent_trials`` said, so the second actor was asked for only once the first ran; with
+    reused actors and short trials, the first actor then ran every trial (one node of a cluster, one
+    slot of a GPU). Its environment setting lifts that; a value the user set is kept.
+    """
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, concurrency)))
+
+
 def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None] | None = None) -> SearchOutcome:
     """Search ``options.space`` on ``options.dataset``; writes everything under ``options.out``.
 
@@ -600,6 +611,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
                                     {"cpu": resources.cpus, "gpu": resources.gpus})
     budget = parse_budget(options.budget)
     _LIVE["hook"] = on_progress
+    _let_trials_start_together(resources.concurrency)
     try:
         with _quiet_ray(), _sigterm_stops_search():
             if options.resume:

@@ -271,3 +271,15 @@ def test_pbt_perturbations_stay_inside_the_space():
     scaled, _ = _explore(point, search_tune._pbt_mutations(space.parameters()), 0.0, (1.2,),
                          functools.partial(search_tune._clip_to, space.parameters()))
     space.decode(scaled)  # every value at its top, scaled up, still decodes
+
+
+def test_tune_may_ask_for_as_many_actors_as_trials_run_at_once(monkeypatch):
+    """Ray before 2.57 kept one trial pending for our searchers: the setting that lifts it, the user's kept."""
+    from autoaug.search.tune import _let_trials_start_together
+
+    monkeypatch.delenv("TUNE_MAX_PENDING_TRIALS_PG", raising=False)
+    _let_trials_start_together(4)
+    assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "4"
+    monkeypatch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "9")
+    _let_trials_start_together(2)
+    assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "9"
