@@ -238,3 +238,37 @@ def test_the_sandwich_draws_from_the_regimes_stream_and_follows_the_model() -> N
         regime.backward(model, regime(images, torch.tensor([0, 1, 2, 3]), progress=0.6))
     assert len(one.seen) == 3 and len(other.seen) == 3
     assert any(p.grad is not None for p in other.parameters())
+
+
+def _low_res_policy(probability: float, resolution: int) -> autoaug.Policy:
+    phase = {"start_fraction": 0.0, "end_fraction": 1.0, "probability": probability, "resolution": resolution}
+    return policy_from_dict({"schema_version": 1, "name": "low", "augment": {"kind": "none"},
+                             "resolution": {"phases": [phase]}})
+
+
+def test_low_resolution_needs_the_draw_strictly_below_the_probability() -> None:
+    section = _low_res_policy(0.3, 16).resolution
+    assert regime_module.low_resolution(section, 0.5, 0.3) is None
+    assert regime_module.low_resolution(section, 0.5, 0.2999) == 16
+
+
+def test_resolution_draws_come_from_the_draws_stream_one_a_batch() -> None:
+    regime = autoaug.Regime(_low_res_policy(0.5, 8), num_classes=3, seed=7)
+    torch.manual_seed(1)  # the global stream must play no part
+    sizes = [regime(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), torch.tensor([0]), progress=0.5).resolution
+             for _ in range(24)]
+    replay = torch.Generator().manual_seed(derive_seed(7, 2))
+    assert sizes == [8 if torch.rand((), generator=replay).item() < 0.5 else None for _ in range(24)]
+    assert set(sizes) == {8, None}
+
+
+def test_downscaling_is_antialiased_bilinear_worked_by_hand() -> None:
+    # one bright column (7) of a 16-wide image, halved: output column i is centred on input 2i + 1 and the
+    # antialiased (triangle) filter spans inputs 2i-1 .. 2i+2 with weights 1/8, 3/8, 3/8, 1/8, so column 7
+    # gives output 3 3/8 and output 4 1/8 (plain bilinear would average inputs 6-7 into output 3 alone: 1/2)
+    images = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
+    images[..., 7] = 255
+    batch = autoaug.Regime(_low_res_policy(1.0, 8), num_classes=3, seed=0)(images, torch.tensor([1]), progress=0.0)
+    assert batch.resolution == 8 and batch.images.shape == (1, 3, 8, 8)
+    row = torch.tensor([0.0, 0.0, 0.0, 0.375, 0.125, 0.0, 0.0, 0.0])
+    assert torch.allclose(batch.images, row.expand(1, 3, 8, 8), atol=1e-6)
