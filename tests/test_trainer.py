@@ -471,3 +471,36 @@ def test_occlusion_softens_the_targets_of_a_batch():
     plain = Trainer(_policy(labels={"soft_target_strength": 1.0}), *_tiny(), TrainConfig(model="proxy_tiny",
                                                                                           device="cpu"))._run
     assert torch.equal(plain.batch(torch.arange(16), 0.0)[1], torch.eye(10)[plain.labels[:16]])
+
+
+def test_an_epoch_steps_through_a_permutation_one_batch_at_a_time(monkeypatch):
+    import autoaug.regime as regime_module
+
+    # image k carries its number k in its first pixel, so each batch's images can be named
+    images = torch.zeros(40, 3, 16, 16, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(40, dtype=torch.uint8)
+    data = ArrayData(images, torch.arange(40) % 4, ("a", "b", "c", "d"))
+    batches = []
+    original = regime_module.Regime.__call__
+
+    def recording(self, images, labels, *, progress):
+        batches.append((progress, images[:, 0, 0, 0].tolist()))
+        return original(self, images, labels, progress=progress)
+
+    monkeypatch.setattr(regime_module.Regime, "__call__", recording)
+    trainer = Trainer(_policy(), data, data, TrainConfig(model="proxy_tiny", batch_size=8, epochs=2, device="cpu"))
+    trainer._run.epoch(0)
+    assert [progress for progress, _ in batches] == [k / 10 for k in range(5)]  # 5 steps of 10 in the run
+    assert [len(ids) for _, ids in batches] == [8] * 5
+    assert sorted(sum((ids for _, ids in batches), [])) == list(range(40))  # every image once an epoch
+
+
+def test_a_new_policy_gets_the_regime_seed_of_its_restart():
+    train_set, val_set = _tiny()
+    trainer = Trainer(_policy(), train_set, val_set, TrainConfig(model="proxy_tiny", device="cpu", seed=5))
+    trainer.epochs_done = 3  # as if three epochs had run
+    trainer.set_policy(_policy(**CROPFLIP))
+    # the run's augment stream is stream 2 of seed 5; the regime of restart 3 is its part (0, 3)
+    regime_seed = derive_seed(derive_seed(5, 2), 0, 3)
+    assert trainer._run.regime.seeds.policy == derive_seed(regime_seed, 0)
+    assert trainer._run.regime.seeds.mixing == derive_seed(regime_seed, 1)
