@@ -504,3 +504,36 @@ def test_a_new_policy_gets_the_regime_seed_of_its_restart():
     regime_seed = derive_seed(derive_seed(5, 2), 0, 3)
     assert trainer._run.regime.seeds.policy == derive_seed(regime_seed, 0)
     assert trainer._run.regime.seeds.mixing == derive_seed(regime_seed, 1)
+
+
+def test_a_batch_of_one_image_is_allowed():
+    assert TrainConfig(batch_size=1, epochs=1).batch_size == 1
+
+
+def test_training_batches_use_the_training_set_statistics_and_the_runs_draws():
+    # two channels of known statistics over all 4 x 256 pixels: channel 0 is 0, 2, 4, 6 a picture (mean 3,
+    # squared deviations 256 x (9 + 1 + 1 + 9), std by the n - 1 rule), channel 1 is constant 5 (std 0, clamped to 1)
+    images = torch.zeros(4, 2, 16, 16, dtype=torch.uint8)
+    images[:, 0] = torch.tensor([0, 2, 4, 6], dtype=torch.uint8)[:, None, None]
+    images[:, 1] = 5
+    data = ArrayData(images, torch.tensor([0, 1, 0, 1]), ("a", "b"))
+    trainer = Trainer(_policy(), data, data, TrainConfig(model="proxy_tiny", batch_size=4, device="cpu", seed=9))
+    x, _ = trainer._run.batch(torch.tensor([3, 0]), 0.0)
+    std = math.sqrt(256 * 20 / 1023)
+    assert torch.allclose(x[:, 0], torch.tensor([3 / std, -3 / std])[:, None, None].expand(2, 16, 16))
+    assert torch.equal(x[:, 1], torch.zeros(2, 16, 16))  # (5 - 5) / 1
+    # resolution and width draws: part 2 of the run's augment stream, kept across a policy change
+    draws = trainer._run.regime.draws
+    assert draws.initial_seed() == derive_seed(derive_seed(9, 2), 2, 0)
+    trainer.set_policy(_policy(**CROPFLIP))
+    assert trainer._run.regime.draws is draws
+
+
+def test_the_model_is_built_for_the_training_image_size():
+    images = torch.zeros(4, 3, 72, 72, dtype=torch.uint8)
+    data = ArrayData(images, torch.tensor([0, 1, 0, 1]), ("a", "b"))
+    trainer = Trainer(_policy(), data, data, TrainConfig(model="proxy_tiny", batch_size=4, device="cpu"))
+    # 72 pixels is above the CIFAR-style stem's limit of 64: the downsampling stem
+    from autoaug.models import build_model
+    assert str(trainer._run.model) == str(build_model("proxy_tiny", num_classes=2, image_size=72))
+    assert str(trainer._run.model) != str(build_model("proxy_tiny", num_classes=2, image_size=64))
