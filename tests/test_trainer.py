@@ -537,3 +537,23 @@ def test_the_model_is_built_for_the_training_image_size():
     from autoaug.models import build_model
     assert str(trainer._run.model) == str(build_model("proxy_tiny", num_classes=2, image_size=72))
     assert str(trainer._run.model) != str(build_model("proxy_tiny", num_classes=2, image_size=64))
+
+
+def test_with_cuda_present_auto_and_cuda_n_resolve_to_cuda(monkeypatch):
+    # a torch.device is only a name: these run on a CPU-only machine with CUDA reported present
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available:UserWarning")
+def test_cuda_runs_in_bfloat16_autocast_and_channels_last():
+    from autoaug.trainer import _autocast, _layout
+
+    assert _autocast(torch.device("cuda")).fast_dtype == torch.bfloat16
+    assert not _autocast(torch.device("cpu"))._enabled
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    on_cuda, on_cpu = _layout(x, torch.device("cuda")), _layout(x, torch.device("cpu"))
+    assert on_cuda.is_contiguous(memory_format=torch.channels_last) and torch.equal(on_cuda, x)
+    assert on_cpu is x
