@@ -166,7 +166,7 @@ def test_without_out_nothing_is_written_and_names_are_required(digits_npz, tmp_p
     monkeypatch.setattr(evaluate_module, "train", lambda *args, **kwargs: TrainResult("nan", "x", ()))
     run_evaluation(EvaluationOptions(("cropflip",), dataset=str(digits_npz), model="proxy_tiny", device="cpu"))
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(AutoaugError, match="name at least one policy"):
+    with pytest.raises(AutoaugError, match=r"^name at least one policy \(a file or a shipped name such as cropflip\)$"):
         run_evaluation(EvaluationOptions((), dataset=str(digits_npz)))
 
 
@@ -193,3 +193,27 @@ def test_runs_count_over_policies_and_seeds(digits_npz, monkeypatch):
     assert [(p.run, p.policy, p.seed) for p in progress] == [
         (0, "cropflip", 0), (1, "cropflip", 1), (2, "randaugment", 0), (3, "randaugment", 1)]
     assert [(s.policy, s.accuracies) for s in scores] == [("cropflip", (0.5, 0.6)), ("randaugment", (0.5, 0.6))]
+
+
+def test_the_options_reach_the_dataset_every_run_and_the_learning_rate_record(digits_npz, tmp_path, monkeypatch):
+    loads, configs = [], []
+
+    def load(name, *, data_dir, download):
+        loads.append((name, data_dir, download))
+        return load_dataset(name, data_dir=data_dir)  # the file is local: nothing to fetch
+
+    def train(policy, train_data, eval_data, config, *, on_epoch):
+        configs.append(config)
+        return TrainResult("nan", "x", ())
+
+    monkeypatch.setattr(evaluate_module, "load_dataset", load)
+    monkeypatch.setattr(evaluate_module, "train", train)
+    run_evaluation(EvaluationOptions(("cropflip",), dataset=str(digits_npz), model="proxy_tiny", epochs=3, seeds=2,
+                                     device="cpu", batch_size=16, lr=0.2, out=tmp_path, download=True))
+    assert loads == [(str(digits_npz), None, True)]
+    assert [(c.model, c.epochs, c.batch_size, c.lr, c.seed, c.device) for c in configs] == [
+        ("proxy_tiny", 3, 16, 0.2, 0, "cpu"), ("proxy_tiny", 3, 16, 0.2, 1, "cpu")]
+    # 0.2 per 512 images at batch 16: 0.2 * 16 / 512 = 0.00625
+    assert _strict((tmp_path / "evaluation.json").read_text())["learning_rate"] == {
+        "lr_per_512_images": 0.2, "batch_size": 16, "peak_lr": pytest.approx(0.00625), "warmup_fraction": 0.05,
+        "schedule": "cosine"}

@@ -12,6 +12,7 @@ from torch import nn
 from autoaug.errors import AutoaugError, UnknownNameError
 from autoaug.model_specs import MODEL_SIZES, NUM_CLASSES
 from autoaug.models import MODELS, build_model, count_parameters, list_models, register_model
+from autoaug.models.layers import downsample
 from autoaug.models.proxy import ProxyNet
 from autoaug.models.resnet import RESNET18, ResNet
 from autoaug.models.slimmable import SlimConv2d, SlimLinear, SwitchableBatchNorm2d
@@ -320,3 +321,25 @@ def test_attention_resnets_add_what_the_papers_say():
         base = count_parameters(build_model("resnet18", num_classes=10))
         assert count_parameters(build_model("se_resnet18", num_classes=10)) == base + se
         assert count_parameters(build_model("eca_resnet18", num_classes=10)) == base + eca == base + 36
+
+
+def test_the_proxy_halves_the_map_in_each_of_its_three_blocks():
+    # airbench: a 32-pixel image keeps 32 through the CIFAR stem, then each block pools by 2: 16, 8, 4
+    model = build_model("proxy_tiny", num_classes=10).eval()
+    with torch.no_grad():
+        assert model.features(torch.zeros(1, 3, 32, 32)).shape == (1, 64, 4, 4)
+
+
+def test_a_bottleneck_has_a_relu_after_each_of_its_first_two_convs():
+    model = build_model("resnet50", num_classes=10)
+    bottleneck = next(m for m in model.modules() if type(m).__name__ == "Bottleneck")
+    kinds = [type(m) for m in bottleneck.body][:8]
+    assert kinds == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.BatchNorm2d]
+
+
+def test_the_large_input_downsampling_is_a_3x3_stride_2_max_pool_padded_by_1():
+    assert downsample(True) == []
+    pool = nn.Sequential(*downsample(False))
+    image = torch.arange(16.0).reshape(1, 1, 4, 4)
+    # windows centred on pixels (0, 0), (0, 2), (2, 0), (2, 2), reaching one pixel out (padding 1)
+    assert torch.equal(pool(image), torch.tensor([[[[5.0, 7.0], [13.0, 15.0]]]]))

@@ -180,3 +180,95 @@ def test_an_unseeded_regime_draws_afresh() -> None:
     one, other = (autoaug.Regime(EVERYTHING, num_classes=CLASSES) for _ in range(2))
     assert one.seeds == RegimeSeeds(None, None, None)
     assert not torch.equal(torch.rand(16, generator=one.draws), torch.rand(16, generator=other.draws))
+
+
+PLAIN = policy_from_dict({"schema_version": 1, "name": "plain", "augment": {"kind": "none"}})
+
+
+def test_a_plain_regime_passes_bytes_over_255_and_one_hot_targets() -> None:
+    images = (torch.arange(2 * 3 * 8 * 8) % 256).to(torch.uint8).reshape(2, 3, 8, 8)
+    batch = autoaug.Regime(PLAIN, num_classes=3, seed=0)(images, torch.tensor([2, 0]), progress=0.3)
+    # float64 division rounded once to float32 is the correctly rounded byte / 255
+    assert torch.equal(batch.images, (images.double() / 255).float())
+    assert torch.equal(batch.targets, torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]))
+    assert batch.resolution is None
+    assert torch.equal(regime_module.unit_scale(torch.tensor([0, 51, 255], dtype=torch.uint8)),
+                       torch.tensor([0.0, 0.2, 1.0]))
+
+
+def test_backward_without_width_resolution_is_soft_cross_entropy_once() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
+    twin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
+    twin.load_state_dict(model.state_dict())
+    images = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8)
+    regime = autoaug.Regime(PLAIN, num_classes=3, seed=0)
+    batch = regime(images, torch.tensor([0, 1, 2, 1, 0]), progress=0.0)
+    loss = regime.backward(model, batch)
+    # by hand: mean over images of -log softmax at the true class (one-hot targets)
+    logits = twin(images.double().div(255).float())
+    expected = -logits.log_softmax(1)[torch.arange(5), torch.tensor([0, 1, 2, 1, 0])].mean()
+    expected.backward()
+    assert not loss.requires_grad
+    assert torch.allclose(loss, expected.detach(), atol=1e-6)
+    for mine, theirs in zip(model.parameters(), twin.parameters()):
+        assert torch.allclose(mine.grad, theirs.grad, atol=1e-6)
+
+
+def _sandwich_record(seed: int, global_seed: int, steps: int = 6) -> list[tuple[float, int]]:
+    torch.manual_seed(0)
+    model = Recorder()
+    regime = autoaug.Regime(EVERYTHING, num_classes=CLASSES, seed=seed)
+    images = torch.randint(1, 255, (4, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(global_seed)  # the sandwich must draw from the regime's own stream, not the global one
+    for step in range(steps):
+        regime.backward(model, regime(images, torch.tensor([0, 1, 2, 3]), progress=0.6 + step / 100))
+    return model.seen
+
+
+def test_the_sandwich_draws_from_the_regimes_stream_and_follows_the_model() -> None:
+    first = _sandwich_record(seed=3, global_seed=1)
+    assert first == _sandwich_record(seed=3, global_seed=2)
+    assert len({size for _, size in first[1::3] + first[2::3]}) == 2  # both resolutions drawn
+    # a second model gets its own sandwich: its forward passes, not the first model's
+    regime = autoaug.Regime(EVERYTHING, num_classes=CLASSES, seed=0)
+    images = torch.randint(1, 255, (4, 3, 32, 32), dtype=torch.uint8)
+    one, other = Recorder(), Recorder()
+    for model in (one, other):
+        regime.backward(model, regime(images, torch.tensor([0, 1, 2, 3]), progress=0.6))
+    assert len(one.seen) == 3 and len(other.seen) == 3
+    assert any(p.grad is not None for p in other.parameters())
+
+
+def _low_res_policy(probability: float, resolution: int) -> autoaug.Policy:
+    phase = {"start_fraction": 0.0, "end_fraction": 1.0, "probability": probability, "resolution": resolution}
+    return policy_from_dict({"schema_version": 1, "name": "low", "augment": {"kind": "none"},
+                             "resolution": {"phases": [phase]}})
+
+
+def test_low_resolution_needs_the_draw_strictly_below_the_probability() -> None:
+    section = _low_res_policy(0.3, 16).resolution
+    assert regime_module.low_resolution(section, 0.5, 0.3) is None
+    assert regime_module.low_resolution(section, 0.5, 0.2999) == 16
+
+
+def test_resolution_draws_come_from_the_draws_stream_one_a_batch() -> None:
+    regime = autoaug.Regime(_low_res_policy(0.5, 8), num_classes=3, seed=7)
+    torch.manual_seed(1)  # the global stream must play no part
+    sizes = [regime(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), torch.tensor([0]), progress=0.5).resolution
+             for _ in range(24)]
+    replay = torch.Generator().manual_seed(derive_seed(7, 2))
+    assert sizes == [8 if torch.rand((), generator=replay).item() < 0.5 else None for _ in range(24)]
+    assert set(sizes) == {8, None}
+
+
+def test_downscaling_is_antialiased_bilinear_worked_by_hand() -> None:
+    # one bright column (7) of a 16-wide image, halved: output column i is centred on input 2i + 1 and the
+    # antialiased (triangle) filter spans inputs 2i-1 .. 2i+2 with weights 1/8, 3/8, 3/8, 1/8, so column 7
+    # gives output 3 3/8 and output 4 1/8 (plain bilinear would average inputs 6-7 into output 3 alone: 1/2)
+    images = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
+    images[..., 7] = 255
+    batch = autoaug.Regime(_low_res_policy(1.0, 8), num_classes=3, seed=0)(images, torch.tensor([1]), progress=0.0)
+    assert batch.resolution == 8 and batch.images.shape == (1, 3, 8, 8)
+    row = torch.tensor([0.0, 0.0, 0.0, 0.375, 0.125, 0.0, 0.0, 0.0])
+    assert torch.allclose(batch.images, row.expand(1, 3, 8, 8), atol=1e-6)

@@ -471,3 +471,89 @@ def test_occlusion_softens_the_targets_of_a_batch():
     plain = Trainer(_policy(labels={"soft_target_strength": 1.0}), *_tiny(), TrainConfig(model="proxy_tiny",
                                                                                           device="cpu"))._run
     assert torch.equal(plain.batch(torch.arange(16), 0.0)[1], torch.eye(10)[plain.labels[:16]])
+
+
+def test_an_epoch_steps_through_a_permutation_one_batch_at_a_time(monkeypatch):
+    import autoaug.regime as regime_module
+
+    # image k carries its number k in its first pixel, so each batch's images can be named
+    images = torch.zeros(40, 3, 16, 16, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(40, dtype=torch.uint8)
+    data = ArrayData(images, torch.arange(40) % 4, ("a", "b", "c", "d"))
+    batches = []
+    original = regime_module.Regime.__call__
+
+    def recording(self, images, labels, *, progress):
+        batches.append((progress, images[:, 0, 0, 0].tolist()))
+        return original(self, images, labels, progress=progress)
+
+    monkeypatch.setattr(regime_module.Regime, "__call__", recording)
+    trainer = Trainer(_policy(), data, data, TrainConfig(model="proxy_tiny", batch_size=8, epochs=2, device="cpu"))
+    trainer._run.epoch(0)
+    assert [progress for progress, _ in batches] == [k / 10 for k in range(5)]  # 5 steps of 10 in the run
+    assert [len(ids) for _, ids in batches] == [8] * 5
+    assert sorted(sum((ids for _, ids in batches), [])) == list(range(40))  # every image once an epoch
+
+
+def test_a_new_policy_gets_the_regime_seed_of_its_restart():
+    train_set, val_set = _tiny()
+    trainer = Trainer(_policy(), train_set, val_set, TrainConfig(model="proxy_tiny", device="cpu", seed=5))
+    trainer.epochs_done = 3  # as if three epochs had run
+    trainer.set_policy(_policy(**CROPFLIP))
+    # the run's augment stream is stream 2 of seed 5; the regime of restart 3 is its part (0, 3)
+    regime_seed = derive_seed(derive_seed(5, 2), 0, 3)
+    assert trainer._run.regime.seeds.policy == derive_seed(regime_seed, 0)
+    assert trainer._run.regime.seeds.mixing == derive_seed(regime_seed, 1)
+
+
+def test_a_batch_of_one_image_is_allowed():
+    assert TrainConfig(batch_size=1, epochs=1).batch_size == 1
+
+
+def test_training_batches_use_the_training_set_statistics_and_the_runs_draws():
+    # two channels of known statistics over all 4 x 256 pixels: channel 0 is 0, 2, 4, 6 a picture (mean 3,
+    # squared deviations 256 x (9 + 1 + 1 + 9), std by the n - 1 rule), channel 1 is constant 5 (std 0, clamped to 1)
+    images = torch.zeros(4, 2, 16, 16, dtype=torch.uint8)
+    images[:, 0] = torch.tensor([0, 2, 4, 6], dtype=torch.uint8)[:, None, None]
+    images[:, 1] = 5
+    data = ArrayData(images, torch.tensor([0, 1, 0, 1]), ("a", "b"))
+    trainer = Trainer(_policy(), data, data, TrainConfig(model="proxy_tiny", batch_size=4, device="cpu", seed=9))
+    x, _ = trainer._run.batch(torch.tensor([3, 0]), 0.0)
+    std = math.sqrt(256 * 20 / 1023)
+    assert torch.allclose(x[:, 0], torch.tensor([3 / std, -3 / std])[:, None, None].expand(2, 16, 16))
+    assert torch.equal(x[:, 1], torch.zeros(2, 16, 16))  # (5 - 5) / 1
+    # resolution and width draws: part 2 of the run's augment stream, kept across a policy change
+    draws = trainer._run.regime.draws
+    assert draws.initial_seed() == derive_seed(derive_seed(9, 2), 2, 0)
+    trainer.set_policy(_policy(**CROPFLIP))
+    assert trainer._run.regime.draws is draws
+
+
+def test_the_model_is_built_for_the_training_image_size():
+    images = torch.zeros(4, 3, 72, 72, dtype=torch.uint8)
+    data = ArrayData(images, torch.tensor([0, 1, 0, 1]), ("a", "b"))
+    trainer = Trainer(_policy(), data, data, TrainConfig(model="proxy_tiny", batch_size=4, device="cpu"))
+    # 72 pixels is above the CIFAR-style stem's limit of 64: the downsampling stem
+    from autoaug.models import build_model
+    assert str(trainer._run.model) == str(build_model("proxy_tiny", num_classes=2, image_size=72))
+    assert str(trainer._run.model) != str(build_model("proxy_tiny", num_classes=2, image_size=64))
+
+
+def test_with_cuda_present_auto_and_cuda_n_resolve_to_cuda(monkeypatch):
+    # a torch.device is only a name: these run on a CPU-only machine with CUDA reported present
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available:UserWarning")
+def test_cuda_runs_in_bfloat16_autocast_and_channels_last():
+    from autoaug.trainer import _autocast, _layout
+
+    assert _autocast(torch.device("cuda")).fast_dtype == torch.bfloat16
+    assert not _autocast(torch.device("cpu"))._enabled
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    on_cuda, on_cpu = _layout(x, torch.device("cuda")), _layout(x, torch.device("cpu"))
+    assert on_cuda.is_contiguous(memory_format=torch.channels_last) and torch.equal(on_cuda, x)
+    assert on_cpu is x
