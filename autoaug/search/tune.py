@@ -619,6 +619,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[Progress], None
                 tuner = tune.Tuner.restore(str(out / "tune"), trainable=trainable, resume_errored=False,
                                            restart_errored=False)
             else:
+                _send(Progress(done=0, total=budget.trials))  # said before Ray's workers take seconds to start
                 deadline = Deadline(budget.seconds) if budget.seconds is not None else None
                 recorder = Recorder(out, options.epochs, budget, deadline, seed=options.seed)
                 tuner = _tuner(options, space, trainable, recorder, out, resources, seeds)

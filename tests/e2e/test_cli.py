@@ -248,6 +248,7 @@ def test_search_of_a_train_only_folder_logs_every_phase_line_by_line(tmp_path: P
     assert f"report: {out / 'report.html'}" in summary
     search = [line for line in events if " search: " in line]
     retrain = [line for line in events if " re-training top k: " in line]
+    assert re.search(r" search: 0/5 trials done, 0 running, 0 failed; best val -; elapsed 0:00:0\d, ", search[0]), search
     assert search and "5/5 trials done" in search[-1] and re.search(r"best val \d+\.\d\d% \(trial \w+, epoch 1\)",
                                                                       search[-1])
     assert events.index(search[-1]) < events.index(retrain[0])  # re-training shows after the search
