@@ -13,7 +13,6 @@ import pytest
 import ray
 import yaml
 
-from autoaug.errors import AutoaugError
 from autoaug.policy import Schedule, load_policy
 from autoaug.search import tune as search_tune
 from autoaug.search.seeds import seed_of
@@ -102,8 +101,8 @@ def _check_trial_seeds(out: Path, search_seed: int, numbers: range) -> dict[str,
 
 def test_trial_seeds_are_recorded_and_the_same_on_a_rerun(local_ray, tmp_path):
     # one trial at a time (2 CPUs each): the searcher hears results in the same order on both runs
-    base = dict(dataset="digits", model="synthetic", budget="4", epochs=2, scheduler="fifo", top_k=1, seed=7,
-                cpus_per_trial=2)
+    base = dict(dataset="digits", model="synthetic", budget="4", epochs=2, scheduler="fifo", top_k=0, seed=7,
+                cpus_per_trial=2)  # no re-training: the e2e test checks the head to head's derived seeds
     runs = [search_tune.run_search(SearchOptions(**base, out=str(tmp_path / name))) for name in ("a", "b")]
     first, again = (_check_trial_seeds(run.out, 7, range(1, 5)) for run in runs)
 
@@ -112,8 +111,6 @@ def test_trial_seeds_are_recorded_and_the_same_on_a_rerun(local_ray, tmp_path):
         return {r["seed"]: configs[r["trial_id"]] for r in _rows(out)}
     assert by_seed(runs[0].out) == by_seed(runs[1].out)  # the same trials with the same seeds
     assert set(first) != set(again)  # though Ray named them afresh
-    h2h = json.loads(runs[0].run_path.read_text())["head_to_head"]
-    assert h2h is None or h2h["seeds"] == list(retrain_seeds(7, 2))
 
 
 def test_the_failure_reason_is_the_tracebacks_last_line(tmp_path):
