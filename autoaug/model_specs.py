@@ -15,28 +15,30 @@ NUM_CLASSES = 10  # every count is of the model built with this many classes, 3 
 
 @dataclass(frozen=True)
 class ModelSize:
-    """One model's parameter count as built here, and the literature's at 10 classes and 32x32, where given."""
+    """One model's parameter count as built here, and the literature's at 10 classes and 32x32, where given;
+    ``slimmable``: it can be built slimmable (MutualNet's width x resolution training)."""
 
     name: str
     parameters: int
     published: float | None = None
+    slimmable: bool = False
 
 
 MODEL_SIZES: Registry = Registry("model")
 
 
-def declare(name: str, *, parameters: int, published: float | None = None) -> None:
+def declare(name: str, *, parameters: int, published: float | None = None, slimmable: bool = False) -> None:
     """Add ``name``'s count (the plain network, not its slimmable variant) to the table."""
-    MODEL_SIZES.add(name, ModelSize(name, parameters, published))
+    MODEL_SIZES.add(name, ModelSize(name, parameters, published, slimmable))
 
 
 declare("densenet_bc_100", parameters=769_162, published=0.8e6)
 declare("eca_resnet18", parameters=11_173_998)
 declare("ghostnet", parameters=3_913_546)  # the paper: 5.2M at ImageNet, less its 1.28M 1000-class head
 declare("preact_resnet18", parameters=11_172_170, published=11.17e6)
-declare("proxy", parameters=1_978_016)
-declare("proxy_tiny", parameters=75_280)
-declare("resnet18", parameters=11_173_962, published=11.17e6)
+declare("proxy", parameters=1_978_016, slimmable=True)
+declare("proxy_tiny", parameters=75_280, slimmable=True)
+declare("resnet18", parameters=11_173_962, published=11.17e6, slimmable=True)
 declare("resnet34", parameters=21_282_122, published=21.28e6)
 declare("resnet50", parameters=23_520_842, published=23.52e6)
 declare("resnext29_8x64d", parameters=34_426_698, published=34.4e6)

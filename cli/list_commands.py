@@ -45,11 +45,12 @@ def policies_table() -> Table:
 
 def models_table() -> Table:
     table = Table(title=f"models (parameters with {NUM_CLASSES} classes)")
-    for name in ("name", "parameters", "published"):
+    for name in ("name", "parameters", "published", "slimmable"):
         table.add_column(name, justify="left" if name == "name" else "right")
     for name in sorted(MODEL_SIZES):
         size = MODEL_SIZES[name]
-        table.add_row(name, f"{size.parameters:,}", f"{round(size.published):,}" if size.published else "-")
+        table.add_row(name, f"{size.parameters:,}", f"{round(size.published):,}" if size.published else "-",
+                      "yes" if size.slimmable else "-")
     return table
 
 

@@ -129,6 +129,13 @@ def test_the_size_table_has_the_built_count(name):
         f"{name} has {count:_} parameters: write it in autoaug/model_specs.py"
 
 
+def test_the_size_table_says_which_models_are_slimmable():
+    """`autoaug list models` tells users which models MutualNet's width search can train, without torch."""
+    slimmable = sorted(name for name in ALL if MODELS[name].slimmable)
+    assert sorted(name for name, size in MODEL_SIZES.items() if size.slimmable) == slimmable
+    assert slimmable == ["proxy", "proxy_tiny", "resnet18"]
+
+
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_parameter_counts_match_published(name):
     """The table's count is the built one (above); a paper's figure is rounded, hence 5%."""

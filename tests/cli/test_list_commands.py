@@ -19,8 +19,9 @@ def test_list_models_prints_every_registered_model_and_its_count():
     assert "parameters with 10 classes" in result.output
     rows = _rows(result.output)
     assert sorted(rows) == list_models()
-    assert rows["preact_resnet18"] == ["11,172,170", "11,170,000"]  # counted, and the paper's 11.17M
-    assert rows["wrn_28_10"] == ["36,479,194", "36,500,000"]
-    assert rows["proxy_tiny"] == ["75,280", "-"]  # no published figure
+    assert rows["preact_resnet18"] == ["11,172,170", "11,170,000", "-"]  # counted, and the paper's 11.17M
+    assert rows["wrn_28_10"] == ["36,479,194", "36,500,000", "-"]
+    assert rows["proxy_tiny"] == ["75,280", "-", "yes"]  # no published figure; slimmable
+    assert rows["resnet18"][2] == "yes"
     assert all(count.replace(",", "").isdigit() and f"{int(count.replace(',', '')):,}" == count
-               for count, _ in rows.values())
+               for count, _, _ in rows.values())
