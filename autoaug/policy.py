@@ -224,27 +224,22 @@ FILE_MODE = 0o644  # what the project writes is read by others: a team's shared 
 
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename; the file is ``FILE_MODE``."""
+    """Write ``data`` to ``path`` through a temporary file and a rename; the file is ``FILE_MODE``.
+
+    A set mode, not the umask's: under umask 077 (common on shared machines) a colleague could not read
+    a search's results, and mkstemp's 0600 would have the same effect.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "xb" if isinstance(data, bytes) else "x") as handle:
             handle.write(data)
-        publish(tmp, path)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
     except BaseException:  # a failed or interrupted save leaves the old file and no temporary one
         tmp.unlink(missing_ok=True)
         raise
     return path
-
-
-def publish(tmp: Path, path: Path) -> None:
-    """Make the finished ``tmp`` readable by others and rename it to ``path``.
-
-    A set mode, not the umask's: under umask 077 (common on shared machines) a colleague could not read
-    a search's results, and mkstemp's 0600 would have the same effect.
-    """
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, path)
 
 
 def _format_error(error: ValidationError) -> str:

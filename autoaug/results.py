@@ -5,7 +5,6 @@ import json
 import math
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from autoaug.errors import AutoaugError
-from autoaug.policy import FILE_MODE, publish, write_atomic
+from autoaug.policy import FILE_MODE, write_atomic
 
 
 def check_out_folder(out: str | Path) -> None:
@@ -31,20 +30,13 @@ def check_out_folder(out: str | Path) -> None:
 
 def write_parquet(rows: Sequence[dict[str, Any]], path: str | Path, *, metadata: dict[bytes, bytes] | None = None) -> Path:
     """Write ``rows`` (dicts; missing keys become nulls) as one Parquet table, atomically, mode 0644."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     table = pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in rows])
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        publish(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    sink = pa.BufferOutputStream()  # a results table is small: written whole, then saved like every other file
+    pq.write_table(table, sink)
+    return write_atomic(Path(path), sink.getvalue().to_pybytes())
 
 
 def json_safe(data: Any) -> Any:
