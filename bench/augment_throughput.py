@@ -198,5 +198,6 @@ def batched_table(images: torch.Tensor, devices: list[torch.device], batch: dict
     rates = [ours(load_policy("trivialaugment-wide"), images, d, batch[d.type], reps) for d in devices]
     print(f"{'trivialaugment-wide+Cutout':<26}{'-':>13}" + "".join(f"{r:>14,.0f}" for r in rates))
 
+
 if __name__ == "__main__":
     main()

@@ -27,11 +27,14 @@ def _finite(scores: list[Any]) -> list[float]:
     return [float(s) for s in scores if isinstance(s, (int, float)) and math.isfinite(s)]
 
 
+def _contenders(record: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    """Each re-trained contender's entry, and whether it is the baseline (last, where there is one)."""
+    return [(e, False) for e in record["candidates"]] + ([(record["baseline"], True)] if record["baseline"] else [])
+
+
 def _rows(record: dict[str, Any], chosen: str) -> list[tuple[Any, ...]]:
-    contenders = [(e, False) for e in record["candidates"]]
-    contenders += [(record["baseline"], True)] if record["baseline"] else []
     rows = []
-    for entry, baseline in contenders:
+    for entry, baseline in _contenders(record):
         runs = _finite(entry["retrain_scores"])
         mean = "failed" if not runs else f"{_pct(entry.get('mean'))} ± {100 * (entry.get('std') or 0.0):.2f}"
         rows.append((_label(entry, baseline), "yes" if baseline else "", "yes" if entry["trial_id"] == chosen else "",
@@ -41,10 +44,7 @@ def _rows(record: dict[str, Any], chosen: str) -> list[tuple[Any, ...]]:
 
 
 def _plot_entries(record: dict[str, Any]) -> list[tuple[str, list[float]]]:
-    entries = [(_label(e, False), _finite(e["retrain_scores"])) for e in record["candidates"]]
-    if record["baseline"]:
-        entries.append((_label(record["baseline"], True), _finite(record["baseline"]["retrain_scores"])))
-    return entries
+    return [(_label(entry, baseline), _finite(entry["retrain_scores"])) for entry, baseline in _contenders(record)]
 
 
 def _verdict(record: dict[str, Any], comparison: Comparison) -> str:

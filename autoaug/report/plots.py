@@ -94,11 +94,11 @@ def head_to_head(entries: list[tuple[str, list[float]]], *, baseline: str | None
     for row, (name, scores) in zip(rows, entries):
         if not scores:
             continue
-        mean = 100 * sum(scores) / len(scores)
-        dots = BASELINE_COLOUR if name == baseline else ALL_COLOUR
-        axis.scatter([100 * s for s in scores], [row] * len(scores), color=dots, s=20)
-        axis.scatter([mean], [row], color=BASELINE_COLOUR if name == baseline else TOP_COLOUR, marker="|", s=400)
-        if name == baseline:
+        mean, is_baseline = 100 * sum(scores) / len(scores), name == baseline
+        axis.scatter([100 * s for s in scores], [row] * len(scores), color=BASELINE_COLOUR if is_baseline else ALL_COLOUR,
+                     s=20)
+        axis.scatter([mean], [row], color=BASELINE_COLOUR if is_baseline else TOP_COLOUR, marker="|", s=400)
+        if is_baseline:
             axis.axvline(mean, color=BASELINE_COLOUR, linestyle="--", linewidth=1)
     marked = "; dashed: the baseline's mean" if baseline is not None else ""
     axis.set(yticks=rows, yticklabels=[name for name, _ in entries], xlabel="validation accuracy (%)",

@@ -69,8 +69,9 @@ def _leader(labels: tuple[str, ...], scores: list[list[float]]) -> tuple[str | N
     leader: tuple[str | None, float | None, int] = (None, None, 0)
     for label, row in zip(labels, scores):
         finite = [s for s in row if math.isfinite(s)]
-        if finite and (leader[1] is None or statistics.fmean(finite) > leader[1]):
-            leader = (label, statistics.fmean(finite), len(finite))
+        mean = statistics.fmean(finite) if finite else None
+        if mean is not None and (leader[1] is None or mean > leader[1]):
+            leader = (label, mean, len(finite))
     return leader
 
 
